@@ -1,0 +1,1 @@
+"""Train Once, Serve Millions: the course library. See README.md for the lesson map."""

@@ -1,0 +1,154 @@
+"""The course's trained models, trained once and cached: `get("teacher")`, `get("student")`, `get("student-scratch")`.
+
+Each model has a recipe (a preset and a TrainConfig, or a training function) and is trained deterministically
+the first time it is asked for, then loaded from the course cache in a second. The teacher uses the `gpu`
+preset on a CUDA machine and the `cpu` preset elsewhere; the cache keeps one file per (name, preset).
+
+    python -m lifecycle.zoo teacher     # prints the model card as JSON, training the model first if needed
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import functools
+import importlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .data import Corpus, cache_dir, load_corpus
+from .device import pick_device, seed_everything
+from .model import GPT, preset
+from .train import CheckpointError, TrainConfig, TrainResult, load_checkpoint, read_checkpoint_meta, \
+    save_checkpoint, train
+
+# Training recipes of the teacher, by preset. The cpu recipe is sized for about three minutes on two cores.
+TEACHER_TRAINING: dict[str, TrainConfig] = {
+    "cpu": TrainConfig(max_iters=800, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_iters=50,
+                       eval_interval=100, eval_iters=10),
+    "gpu": TrainConfig(max_iters=3000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup_iters=200,
+                       eval_interval=250, eval_iters=20),
+}
+
+# name -> "module:function" that trains it: fn(corpus, device, progress, callback) -> (GPT, TrainResult)
+TRAINERS: dict[str, str] = {
+    "teacher": "lifecycle.zoo:train_teacher",
+    "student": "lifecycle.distill:train_student",
+    "student-scratch": "lifecycle.distill:train_student_scratch",
+}
+
+
+def teacher_preset(device: torch.device | None = None) -> str:
+    device = device or pick_device()
+    return "gpu" if device.type == "cuda" else "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def corpus(path: str | None = None) -> Corpus:
+    """The tokenized default corpus (or the file at `path`), read once per process."""
+    return load_corpus(path)
+
+
+def train_teacher(corpus: Corpus, device: torch.device, progress: bool = True,
+                  callback: Callable | None = None) -> tuple[GPT, TrainResult]:
+    name = teacher_preset(device)
+    cfg = TEACHER_TRAINING[name]
+    seed_everything(cfg.seed)
+    model = GPT(preset(name, vocab_size=corpus.tokenizer.vocab_size))
+    result = train(model, corpus.train, corpus.val, cfg, device=device, progress=progress, callback=callback)
+    return model, result
+
+
+def model_path(name: str, device: torch.device | None = None) -> Path:
+    if name not in TRAINERS:
+        raise KeyError(f"unknown model {name!r}; the zoo has {sorted(TRAINERS)}")
+    return cache_dir() / "models" / f"{name}-{teacher_preset(device)}"
+
+
+def _trainer(name: str) -> Callable:
+    module, fn = TRAINERS[name].split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+@contextlib.contextmanager
+def _training_lock(path: Path):
+    """One process trains a given model at a time; others wait, then load what it saved."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def build(name: str, device: torch.device | str | None = None, progress: bool = True,
+          callback: Callable | None = None) -> tuple[GPT, dict]:
+    """Train model `name` now (even if cached), save it to the cache, and return (model, card)."""
+    device = torch.device(device) if device is not None else pick_device()
+    with _training_lock(model_path(name, device)):
+        return _build(name, device, progress, callback)
+
+
+def _build(name: str, device: torch.device, progress: bool, callback: Callable | None) -> tuple[GPT, dict]:
+    c = corpus()
+    model, result = _trainer(name)(c, device, progress, callback)
+    card = {"name": name, "preset": teacher_preset(device), "config": model.config.to_dict(),
+            "n_params": model.num_params(), "tokenizer": c.tokenizer.chars} | result.summary() | \
+           {"history": result.history}
+    save_checkpoint(model_path(name, device), model, extra={"card": card})
+    return model.eval(), card
+
+
+def get(name: str, device: torch.device | str | None = None, progress: bool = True,
+        callback: Callable | None = None) -> GPT:
+    """Model `name` in eval mode on `device`: loaded from the cache, or trained once and cached."""
+    device = torch.device(device) if device is not None else pick_device()
+    path = model_path(name, device)
+    with _training_lock(path):
+        try:
+            model = load_checkpoint(path)["model"]
+        except CheckpointError:
+            if Path(f"{path}.json").exists():
+                print(f"cached {name} at {path} is unusable; training it again", file=sys.stderr)
+            model, _ = _build(name, device, progress, callback)
+    return model.to(device).eval()
+
+
+def card(name: str, device: torch.device | str | None = None) -> dict:
+    """The model card saved with the model (config, size, validation loss, training time, throughput)."""
+    device = torch.device(device) if device is not None else pick_device()
+    path = model_path(name, device)
+    try:
+        meta = read_checkpoint_meta(path)
+    except CheckpointError:
+        get(name, device)
+        meta = read_checkpoint_meta(path)
+    return {k: v for k, v in meta["card"].items() if k not in ("tokenizer", "history")}
+
+
+def history(name: str, device: torch.device | str | None = None) -> list[dict]:
+    """The evaluation rows (step, train, val loss) recorded while `name` was trained."""
+    device = torch.device(device) if device is not None else pick_device()
+    get(name, device, progress=False)
+    return read_checkpoint_meta(model_path(name, device))["card"]["history"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lifecycle.zoo", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=sorted(TRAINERS))
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--retrain", action="store_true", help="train again even if cached")
+    args = parser.parse_args(argv)
+    if args.retrain:
+        build(args.name, args.device)
+    print(json.dumps(card(args.name, args.device), indent=1))
+
+
+if __name__ == "__main__":
+    main()
