@@ -11,7 +11,15 @@ every step re-runs the whole context: the same logits, at a cost that grows with
 Context-window rule (the same with and without the cache, so both produce identical tokens): the model sees
 tokens seq[s:n], where s = context_start(n). While n <= block_size, s = 0. When the text outgrows the window,
 the window jumps forward so that only the last `keep` tokens (default: half the window) remain, and with a cache
-the cache is rebuilt from those tokens by one prefill. Positions restart at 0 inside each window.
+the cache is rebuilt from those tokens by one prefill. Positions restart at 0 inside each window. keep = block_size
+is nanoGPT's rule (always the last block_size tokens); it makes the cache useless past the window, since every step
+then rebuilds it, which is why the default keeps half and rebuilds once every block_size // 2 tokens.
+
+A prompt is a sequence of token ids, (T,) or (B, T). An empty prompt is an error (there is no start-of-text token
+to stand in for it); `generate_text` defines the empty string as a newline, i.e. text that starts on a fresh line.
+
+`time_request` times one request token by token: time to first token (TTFT, dominated by prefill) and the gaps
+between later tokens (one decode step each).
 
 Temperature 0 means greedy (argmax). top_k keeps the k most likely tokens; top_p keeps the smallest set of tokens
 whose probability adds up to at least p (nucleus sampling, Holtzman et al. 2020).
@@ -19,26 +27,43 @@ whose probability adds up to at least p (nucleus sampling, Holtzman et al. 2020)
 from __future__ import annotations
 
 import math
+import numbers
+import statistics
+import time
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 
+from .device import synchronize
 from .model import GPT, KVCache
 
 
 def check_sampling(temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None) -> None:
     """Raise ValueError naming the parameter when a sampling setting is out of range."""
-    if not isinstance(temperature, (int, float)) or math.isnan(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+    if not _is_real(temperature) or not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None (no top-k filter), got {top_k!r}")
+    if top_p is not None and not (_is_real(top_p) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] or None (no nucleus filter), got {top_p!r}")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                     top_p: float | None = None) -> torch.Tensor:
-    """Probabilities (..., V) from logits (..., V) after temperature, top-k and top-p filtering (temperature > 0)."""
+    """Probabilities (..., V) from logits (..., V) after temperature, top-k and top-p filtering (temperature > 0).
+
+    top_k keeps every token whose logit is at least the k-th largest (ties with it included); top_p then keeps
+    the most likely tokens until their probabilities add up to top_p (the most likely token always stays).
+    """
     logits = logits.float() / max(temperature, 1e-8)
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -77,59 +102,101 @@ def decode_one_token(model: GPT, token: torch.Tensor, cache: KVCache) -> torch.T
 
 
 def context_start(n: int, block_size: int, keep: int | None = None) -> int:
-    """First token the model sees when `n` tokens exist (see the module docstring for the rule)."""
-    keep = block_size // 2 if keep is None else keep
-    if not 0 < keep < block_size:
-        raise ValueError(f"keep must be in (0, block_size={block_size}), got {keep}")
+    """First token the model sees when `n` tokens exist (see the module docstring for the rule).
+
+    keep: how many tokens stay in view when the window slides, 1..block_size (default max(1, block_size // 2)).
+    """
+    keep = max(1, block_size // 2) if keep is None else keep
+    if not _is_int(keep) or not 0 < keep <= block_size:
+        raise ValueError(f"keep must be an integer in [1, block_size={block_size}], got {keep!r}")
     if n <= block_size:
         return 0
     stride = block_size + 1 - keep
     return math.ceil((n - block_size) / stride) * stride
 
 
-def _as_batch(prompt, device) -> torch.Tensor:
-    idx = torch.as_tensor(prompt, dtype=torch.long, device=device)
+def _as_batch(prompt, device, vocab_size: int | None = None) -> torch.Tensor:
+    """The prompt as a (B, T) tensor of token ids on `device`, checked."""
+    idx = torch.as_tensor(prompt, device=device)
     idx = idx.view(1, -1) if idx.dim() == 1 else idx
-    if idx.dim() != 2 or idx.shape[1] == 0:
+    if idx.dim() != 2:
+        raise ValueError(f"the prompt must be token ids of shape (T,) or (B, T), got shape {tuple(idx.shape)}")
+    if idx.numel() == 0:
         raise ValueError("the prompt is empty: give at least one token (generate_text turns '' into a newline)")
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise ValueError(f"the prompt must hold integer token ids, got dtype {idx.dtype}")
+    idx = idx.long()
+    if vocab_size is not None:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"prompt token ids must be in [0, vocab_size={vocab_size}), got ids from {lo} to {hi}")
     return idx
 
 
-@torch.inference_mode()
-def iter_tokens(model: GPT, prompt, max_new_tokens: int, *, use_cache: bool = True, temperature: float = 0.0,
-                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                generator: torch.Generator | None = None, keep: int | None = None) -> Iterator[torch.Tensor]:
-    """Yield new tokens (B,) one step at a time, continuing prompt (T,) or (B, T) token ids."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+def iter_steps(model: GPT, prompt, max_new_tokens: int, *, use_cache: bool = True, temperature: float = 0.0,
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+               generator: torch.Generator | None = None,
+               keep: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (token (B,), the logits (B, V) it was drawn from) one step at a time; arguments as iter_tokens.
+
+    Every argument is checked here, before the first step runs.
+    """
+    if not _is_int(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     check_sampling(temperature, top_k, top_p)
+    if generator is not None and seed is not None:
+        raise ValueError("give either seed or generator, not both")
     device = next(model.parameters()).device
-    seq = _as_batch(prompt, device)
+    seq = _as_batch(prompt, device, model.config.vocab_size)
+    context_start(seq.shape[1], model.config.block_size, keep)  # checks keep
     if temperature > 0 and generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
+    return _steps(model, seq, max_new_tokens, use_cache, (temperature, top_k, top_p, generator), keep)
+
+
+@torch.inference_mode()
+def _steps(model: GPT, seq: torch.Tensor, max_new_tokens: int, use_cache: bool, sampling: tuple,
+           keep: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if max_new_tokens == 0:
+        return
     W = model.config.block_size
     B, n = seq.shape
-    buf = torch.empty(B, n + max_new_tokens, dtype=torch.long, device=device)  # the growing text
+    buf = torch.empty(B, n + max_new_tokens, dtype=torch.long, device=seq.device)  # the growing text
     buf[:, :n] = seq
-    cache = KVCache.for_model(model, B) if use_cache else None
+    cache = KVCache.for_model(model, B) if use_cache else None  # allocated once, reused by every step
     s = context_start(n, W, keep)
     logits = prefill(model, buf[:, s:n], cache)
     for _ in range(max_new_tokens):
-        token = sample(logits, temperature, top_k, top_p, generator)
+        token = sample(logits, *sampling)
         buf[:, n] = token
         n += 1
-        yield token
+        yield token, logits
         if n == buf.shape[1]:
             break
         s_next = context_start(n, W, keep)
         if not use_cache:
-            logits = prefill(model, buf[:, s_next:n])
+            logits = prefill(model, buf[:, s_next:n])  # the whole window again: cost grows with its length
         elif s_next != s:  # the window slid: rebuild the cache from the tokens kept
             cache.reset()
             logits = prefill(model, buf[:, s_next:n], cache)
         else:
-            logits = decode_one_token(model, token, cache)
+            logits = decode_one_token(model, token, cache)  # one position: cost nearly flat in the context
         s = s_next
+
+
+def iter_tokens(model: GPT, prompt, max_new_tokens: int, *, use_cache: bool = True, temperature: float = 0.0,
+                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                generator: torch.Generator | None = None, keep: int | None = None) -> Iterator[torch.Tensor]:
+    """Yield new tokens (B,) one step at a time (streaming), continuing prompt (T,) or (B, T) token ids.
+
+    use_cache: prefill once, then one decode step per token (False: re-run the whole window every step; the
+    tokens are the same). temperature 0 is greedy; otherwise tokens are drawn with `generator`, or a fresh one
+    seeded with `seed` (reproducible), or torch's global generator. keep: see context_start.
+    Bad arguments raise ValueError at the call, before any token is produced.
+    """
+    steps = iter_steps(model, prompt, max_new_tokens, use_cache=use_cache, temperature=temperature, top_k=top_k,
+                       top_p=top_p, seed=seed, generator=generator, keep=keep)
+    return (token for token, _ in steps)
 
 
 def generate(model: GPT, prompt, max_new_tokens: int, **kwargs) -> torch.Tensor:
@@ -139,6 +206,55 @@ def generate(model: GPT, prompt, max_new_tokens: int, **kwargs) -> torch.Tensor:
     if not tokens:
         return torch.empty(_as_batch(prompt, device).shape[0], 0, dtype=torch.long, device=device)
     return torch.stack(tokens, dim=1)
+
+
+@dataclass
+class RequestTiming:
+    """When each new token of one request was ready, in seconds after the request arrived."""
+
+    prompt_tokens: int
+    arrivals: list[float] = field(default_factory=list)  # arrivals[0] is the time to first token
+
+    @property
+    def ttft_s(self) -> float:
+        """Time to first token: prefill of the prompt plus sampling the first token."""
+        return self.arrivals[0]
+
+    @property
+    def gaps_s(self) -> list[float]:
+        """Seconds between consecutive tokens after the first (one decode step each)."""
+        return [b - a for a, b in zip(self.arrivals, self.arrivals[1:])]
+
+    @property
+    def ms_per_token(self) -> float:
+        """Median gap between tokens after the first, in milliseconds (the decode speed a reader sees)."""
+        return 1e3 * statistics.median(self.gaps_s)
+
+    @property
+    def total_s(self) -> float:
+        return self.arrivals[-1]
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode throughput after the first token."""
+        return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0])
+
+
+def time_request(model: GPT, prompt, max_new_tokens: int, **kwargs) -> RequestTiming:
+    """Run one request and time the arrival of each new token; keyword arguments as iter_tokens.
+
+    A token counts as arrived when the device has finished computing it (on a GPU, after a synchronize).
+    """
+    if not _is_int(max_new_tokens) or max_new_tokens < 2:
+        raise ValueError(f"max_new_tokens must be an integer >= 2 to time a request, got {max_new_tokens!r}")
+    device = next(model.parameters()).device
+    timing = RequestTiming(prompt_tokens=_as_batch(prompt, device).shape[1])
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in iter_tokens(model, prompt, max_new_tokens, **kwargs):
+        synchronize(device)
+        timing.arrivals.append(time.perf_counter() - t0)
+    return timing
 
 
 def encode_prompt(tokenizer, prompt: str, on_unknown: str = "error", replacement: str = " ") -> list[int]:

@@ -40,15 +40,29 @@ def entries(path: Path | None = None) -> dict[str, dict]:
         return {}
     try:
         data = json.loads(path.read_text())
-        if not isinstance(data, dict) or not all(isinstance(v, dict) and "value" in v for v in data.values()):
-            raise ValueError("not a mapping of key -> {value, ...}")
+        if not isinstance(data, dict) or not all(isinstance(v, dict) and _is_number(v.get("value"))
+                                                 for v in data.values()):
+            raise ValueError("not a mapping of key -> {value: a finite number, ...}")
         return data
     except (ValueError, OSError) as e:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        os.replace(path, aside)
-        warnings.warn(f"the results ledger {path} was unreadable ({e}); it was moved to {aside.name} and an empty "
-                      "ledger is used. Re-run the lessons whose measurements you want back.", stacklevel=2)
+        aside = _set_aside(path)
+        warnings.warn(f"the results ledger {path} was unreadable ({e}); {aside} and an empty ledger is used. "
+                      "Re-run the lessons whose measurements you want back.", stacklevel=2)
         return {}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _set_aside(path: Path) -> str:
+    """Rename an unreadable file out of the way (never delete it); say what happened."""
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    try:
+        os.replace(path, aside)
+        return f"it was moved to {aside.name}"
+    except OSError as e:  # e.g. a read-only clone: leave it where it is, still carry on
+        return f"it could not be moved aside ({e})"
 
 
 def record(key: str, value: float, unit: str, *, lesson: str, what: str, path: Path | None = None) -> dict:
@@ -74,7 +88,7 @@ def get(key: str, default: float | None = None, path: Path | None = None) -> flo
 
 def table(path: Path | None = None) -> list[dict]:
     """The ledger as rows, sorted by lesson then key (for display)."""
-    return [{"key": k} | v for k, v in sorted(entries(path).items(), key=lambda kv: (kv[1]["lesson"], kv[0]))]
+    return [{"key": k} | v for k, v in sorted(entries(path).items(), key=lambda kv: (kv[1].get("lesson", ""), kv[0]))]
 
 
 # ---- the claims table: each numeric claim of the seed, what the course measured, and a verdict ----
@@ -102,7 +116,7 @@ def record_claim(claim_id: str, *, lesson: str, claim: str, measured: str, verdi
 
 def claims(path: Path | None = None) -> list[dict]:
     """Every recorded claim row, in lesson order."""
-    rows = _read_json(path or claims_path())
+    rows = {k: v for k, v in _read_json(path or claims_path()).items() if isinstance(v, dict)}
     return [{"id": k} | v for k, v in sorted(rows.items(), key=lambda kv: (kv[1].get("lesson", ""), kv[0]))]
 
 
@@ -115,9 +129,7 @@ def _read_json(path: Path) -> dict:
             raise ValueError("not a JSON object")
         return data
     except (ValueError, OSError) as e:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        os.replace(path, aside)
-        warnings.warn(f"{path} was unreadable ({e}); moved to {aside.name}, starting empty", stacklevel=3)
+        warnings.warn(f"{path} was unreadable ({e}); {_set_aside(path)}, starting empty", stacklevel=3)
         return {}
 
 

@@ -42,6 +42,10 @@ class TrainConfig:
     max_iters: int = 2000
     batch_size: int = 16
     block_size: int | None = None  # training context; None = the model's block_size
+    # sequence-length warmup: the first `short_fraction` of steps train on `short_block_size`-token windows,
+    # with proportionally more rows so every step sees the same number of tokens (cheaper, faster early learning)
+    short_block_size: int | None = None
+    short_fraction: float = 0.0
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_iters: int = 100
@@ -59,6 +63,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         if not (0 < self.min_lr <= self.lr) or not math.isfinite(self.lr):
             raise ValueError(f"need 0 < min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+        if not 0.0 <= self.short_fraction < 1.0:
+            raise ValueError(f"short_fraction must be in [0, 1), got {self.short_fraction}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
 
@@ -69,6 +75,14 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_iters
     progress = min(1.0, (step - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters))
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+
+
+def batch_shape(step: int, cfg: TrainConfig, model_block_size: int) -> tuple[int, int]:
+    """(rows, context) of training batch `step`, after the sequence-length warmup if one is set."""
+    block = cfg.block_size or model_block_size
+    if cfg.short_block_size and step < cfg.short_fraction * cfg.max_iters:
+        return cfg.batch_size * block // cfg.short_block_size, cfg.short_block_size
+    return cfg.batch_size, block
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -83,7 +97,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases, LayerNorm gains or position rows)."""
+    """AdamW with weight decay on weight matrices and embeddings, not on biases or LayerNorm gains."""
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -97,10 +111,16 @@ def batch_generator(cfg: TrainConfig, step: int, salt: int = 0) -> torch.Generat
 
 @torch.no_grad()
 def estimate_loss(model: GPT, splits: dict[str, torch.Tensor], cfg: TrainConfig, device=None,
-                  loss_fn: Callable | None = None) -> dict[str, float]:
-    """Mean loss over cfg.eval_iters fixed batches of each split (the same batches every call)."""
+                  loss_fn: Callable | None = None, context: int | None = None) -> dict[str, float]:
+    """Mean loss over cfg.eval_iters fixed batches of each split (the same batches every call).
+
+    context: window length to evaluate on (default: the training block); during a sequence-length warmup the
+    loop evaluates on the windows it is training on, since longer positions are not trained yet.
+    """
     device = device or next(model.parameters()).device
-    block = cfg.block_size or model.config.block_size
+    full = cfg.block_size or model.config.block_size
+    block = context or full
+    rows = max(1, cfg.batch_size * full // block)  # the same number of tokens whatever the window
     was_training = model.training
     model.eval()
     out = {}
@@ -108,7 +128,7 @@ def estimate_loss(model: GPT, splits: dict[str, torch.Tensor], cfg: TrainConfig,
         gen = torch.Generator().manual_seed(cfg.seed + 12345)
         losses = []
         for _ in range(cfg.eval_iters):
-            x, y = get_batch(data, cfg.batch_size, block, gen, device)
+            x, y = get_batch(data, rows, block, gen, device)
             losses.append((loss_fn(model, x, y) if loss_fn else model(x, y)[1]).item())
         out[name] = sum(losses) / len(losses)
     model.train(was_training)
@@ -120,7 +140,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one row per evaluation: step, train, val, lr, elapsed
     steps: int = 0
     tokens: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the training steps (evaluations excluded)
+    cpu_seconds: float = 0.0  # CPU time of this process over the same steps (all threads)
     flops: float = 0.0
     device: str = "cpu"
 
@@ -142,6 +163,7 @@ class TrainResult:
 
     def summary(self) -> dict:
         return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 2),
+                "cpu_seconds": round(self.cpu_seconds, 2),
                 "tokens_per_s": round(self.tokens_per_s, 1), "flops": self.flops,
                 "flops_per_s": self.flops_per_s, "final_val_loss": self.final_val_loss, "device": self.device}
 
@@ -163,7 +185,6 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor, cfg: Tra
     device = torch.device(device) if device is not None else pick_device()
     core = eval_model or model
     model.to(device)
-    block = cfg.block_size or core.config.block_size
     optimizer = optimizer or make_optimizer(model, cfg)
     amp = autocast_dtype(device, cfg.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
@@ -173,17 +194,16 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor, cfg: Tra
         state = load_checkpoint(checkpoint, core, optimizer)
         start_step = state["step"]
         result.history = state.get("history", [])
-    flops_per_token = core.flops_per_token(context=block, training=True)
     splits = {"train": train_data, "val": val_data}
     bar = tqdm(range(start_step, cfg.max_iters), desc="training", disable=not progress, mininterval=1.0)
     model.train()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for step in bar:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = batch_fn(step) if batch_fn else get_batch(train_data, cfg.batch_size, block,
-                                                          batch_generator(cfg, step), device)
+        rows, context = batch_shape(step, cfg, core.config.block_size)
+        x, y = batch_fn(step) if batch_fn else get_batch(train_data, rows, context, batch_generator(cfg, step), device)
         with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
             loss = loss_fn(model, x, y) if loss_fn else model(x, y)[1]
         optimizer.zero_grad(set_to_none=True)
@@ -195,22 +215,23 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor, cfg: Tra
         scaler.update()
         result.steps += 1
         result.tokens += x.numel()
+        result.flops += x.numel() * core.flops_per_token(context=x.shape[1], training=True)
         last = step == cfg.max_iters - 1
         if (step + 1) % cfg.eval_interval == 0 or last:
             synchronize(device)
             result.seconds += time.perf_counter() - t0  # evaluation time is not training time
-            losses = estimate_loss(core, splits, cfg, device, loss_fn=None)
-            row = {"step": step + 1, "train": losses["train"], "val": losses["val"], "lr": lr,
+            result.cpu_seconds += time.process_time() - c0
+            losses = estimate_loss(core, splits, cfg, device, context=context)
+            row = {"step": step + 1, "train": losses["train"], "val": losses["val"], "lr": lr, "context": context,
                    "elapsed": round(result.seconds, 2), "tokens": result.tokens}
             result.history.append(row)
             bar.set_postfix(train=f"{losses['train']:.3f}", val=f"{losses['val']:.3f}")
-            if callback:
-                callback(row)
             if checkpoint is not None:
                 save_checkpoint(checkpoint, core, optimizer=optimizer, step=step + 1,
                                 extra={"history": result.history})
-            t0 = time.perf_counter()
-    result.flops = result.tokens * flops_per_token
+            if callback:
+                callback(row)
+            t0, c0 = time.perf_counter(), time.process_time()
     model.eval()
     return result
 

@@ -1,0 +1,145 @@
+"""`python -m lifecycle.bench quantize`: the teacher at every precision, side by side.
+
+For each variant (fp32, bf16, fp16, int8, int8 with fp32 embeddings, int4 with groups of 64 and 32, and PyTorch's
+own int8 as the reference): bytes of weights + scales, compression vs fp32, validation loss and its relative
+change, greedy-token agreement with fp32 over a fixed prompt set, ms/token at batch 1 and tokens/s at a larger
+batch. All variants are timed interleaved (A B C … A B C …) in one process; medians are reported.
+
+Lesson 04 calls `build`, `quality` and `speed` directly, so the notebook and the benchmark measure the same way.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .. import zoo
+from ..bench import Report, interleaved
+from ..device import supports_dtype
+from ..generate import generate
+from ..quantize import FLOAT_DTYPES, QuantConfig, greedy_agreement, nbytes, prompt_set, quantize_model, reference_int8, val_loss
+
+VARIANTS: dict[str, QuantConfig] = {
+    "fp32": QuantConfig("fp32"),
+    "bf16": QuantConfig("bf16"),
+    "fp16": QuantConfig("fp16"),
+    "int8": QuantConfig("int8"),
+    "int8 (fp32 tables)": QuantConfig("int8", embeddings=False),
+    "int4 g64": QuantConfig("int4", group_size=64),
+    "int4 g32": QuantConfig("int4", group_size=32),
+}
+REFERENCE = "int8 reference"  # PyTorch's own (torchao or torch.ao), block layers only
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How much to measure: validation windows, prompts for agreement, and the decode runs that are timed."""
+
+    val_batches: int = 8
+    val_batch_size: int = 4
+    val_block: int = 256
+    n_prompts: int = 16
+    prompt_len: int = 32
+    agree_tokens: int = 32
+    speed_prompt: int = 16
+    speed_tokens: int = 32
+    big_batch: int = 16
+    repeats: int = 3
+
+
+QUICK = MeasureConfig(val_batches=3, n_prompts=8, agree_tokens=16, speed_tokens=16, big_batch=8, repeats=2)
+
+
+def build(model, names: list[str] | None = None, reference: bool = True) -> tuple[dict, list[str]]:
+    """The variants of `model` ({name: model}), skipping half formats this device lacks; plus notes saying so."""
+    device = next(model.parameters()).device
+    models, notes = {}, []
+    for name in names or list(VARIANTS):
+        cfg = VARIANTS[name]
+        if not supports_dtype(device, FLOAT_DTYPES.get(cfg.scheme, torch.float32)):
+            notes.append(f"{name} skipped: {device} has no {cfg.scheme}")
+            continue
+        models[name] = model if cfg.scheme == "fp32" else quantize_model(model, cfg)
+    if reference:
+        try:
+            models[REFERENCE], tool = reference_int8(model)
+            notes.append(f"'{REFERENCE}' is {tool}, applied to the Linear layers of the blocks (tables, head fp32)")
+        except RuntimeError as e:
+            notes.append(f"'{REFERENCE}' skipped: {e}")
+    return models, notes
+
+
+def quality(models: dict, val_data: torch.Tensor, m: MeasureConfig = MeasureConfig(), baseline: str = "fp32") -> dict:
+    """{name: {val_loss, agreement}}: loss over fixed windows, greedy agreement with `baseline` on fixed prompts."""
+    prompts = prompt_set(val_data, m.n_prompts, m.prompt_len)
+    out = {}
+    for name, model in models.items():
+        loss = val_loss(model, val_data, m.val_batches, m.val_batch_size, m.val_block)
+        agree = greedy_agreement(model, models[baseline], prompts, m.agree_tokens)
+        out[name] = {"val_loss": loss, "agreement": agree}
+    return out
+
+
+def _decode(model, prompt: torch.Tensor, n: int):
+    return lambda: generate(model, prompt, n)
+
+
+def speed(models: dict, val_data: torch.Tensor, m: MeasureConfig = MeasureConfig()) -> dict:
+    """{name: {ms_per_token (batch 1), tokens_per_s (batch m.big_batch)}}: greedy decoding with the KV cache,
+    a prompt of m.speed_prompt tokens then m.speed_tokens new ones, every variant interleaved with the others."""
+    device = next(next(iter(models.values())).parameters()).device
+    prompts = prompt_set(val_data, m.big_batch, m.speed_prompt, seed=1).to(device)
+    one = interleaved({k: _decode(v, prompts[:1], m.speed_tokens) for k, v in models.items()}, m.repeats, device=device)
+    many = interleaved({k: _decode(v, prompts, m.speed_tokens) for k, v in models.items()}, m.repeats, device=device)
+    return {k: {"ms_per_token": 1e3 * one[k]["median"] / m.speed_tokens,
+                "tokens_per_s": m.big_batch * m.speed_tokens / many[k]["median"]} for k in models}
+
+
+def table(models: dict, qual: dict, spd: dict | None = None, baseline: str = "fp32") -> list[dict]:
+    """One row per variant: bytes, compression, val loss and its change, agreement, (speed and its ratio)."""
+    base_bytes, base_loss = nbytes(models[baseline]), qual[baseline]["val_loss"]
+    rows = []
+    for name, model in models.items():
+        size = nbytes(model)
+        row = {"variant": name, "bytes": size, "vs fp32 bytes": size / base_bytes,
+               "val loss": qual[name]["val_loss"],
+               "val loss change": qual[name]["val_loss"] / base_loss - 1,
+               "greedy agreement": qual[name]["agreement"]}
+        if spd is not None:
+            row |= {"ms/token (B=1)": spd[name]["ms_per_token"],
+                    "speed vs fp32 (B=1)": spd[baseline]["ms_per_token"] / spd[name]["ms_per_token"],
+                    "tokens/s (big batch)": spd[name]["tokens_per_s"],
+                    "speed vs fp32 (big batch)": spd[name]["tokens_per_s"] / spd[baseline]["tokens_per_s"]}
+        rows.append(row)
+    return rows
+
+
+def ratios(rows: list[dict]) -> dict:
+    """The ratios named in COURSE.md's bench table (speed = batch-1 decode throughput ÷ fp32's)."""
+    by = {r["variant"]: r for r in rows}
+    out = {"int8_bytes_vs_fp32": by["int8"]["vs fp32 bytes"], "int4_bytes_vs_fp32": by["int4 g64"]["vs fp32 bytes"],
+           "int8_val_loss_increase": by["int8"]["val loss change"],
+           "int4_val_loss_increase": by["int4 g64"]["val loss change"]}
+    if "speed vs fp32 (B=1)" in by["int8"]:
+        out |= {"int8_speed_vs_fp32": by["int8"]["speed vs fp32 (B=1)"],
+                "int4_speed_vs_fp32": by["int4 g64"]["speed vs fp32 (B=1)"]}
+    return out
+
+
+def run(quick: bool = False) -> Report:
+    m = QUICK if quick else MeasureConfig()
+    t0 = time.perf_counter()
+    teacher = zoo.get("teacher", progress=False)
+    val = zoo.corpus().val
+    models, notes = build(teacher)
+    qual = quality(models, val, m)
+    spd = speed(models, val, m)
+    rows = table(models, qual, spd)
+    notes.append(f"val loss over {m.val_batches}×{m.val_batch_size} windows of {m.val_block} tokens; agreement "
+                 f"over {m.n_prompts} prompts × {m.agree_tokens} tokens; speed: {m.speed_tokens} new tokens after "
+                 f"a {m.speed_prompt}-token prompt, batch 1 and {m.big_batch}, median of {m.repeats}, "
+                 f"{torch.get_num_threads()} threads")
+    figures = {"rows": {r["variant"]: {k: v for k, v in r.items() if k != "variant"} for r in rows},
+               "fp32_bytes": nbytes(teacher), "seconds": time.perf_counter() - t0}
+    return Report(rows=rows, figures=figures, ratios=ratios(rows), notes=notes)

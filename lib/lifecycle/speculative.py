@@ -1,0 +1,284 @@
+"""Speculative decoding: a small draft model proposes tokens, the big target model checks them all in one pass.
+
+Leviathan, Kalman & Matias (2023), "Fast Inference from Transformers via Speculative Decoding" (ICML), and
+Chen et al. (2023), "Accelerating Large Language Model Decoding with Speculative Sampling". One *round*:
+
+1. the draft proposes gamma tokens d_1..d_gamma, one cheap decode step each, with its own KV cache;
+2. the target runs once over [last token, d_1..d_gamma] with its KV cache: gamma + 1 next-token distributions
+   p_1..p_{gamma+1} for the price of about one decode step (at small batch, a step costs the weights' trip
+   through memory and the per-layer overhead, not the arithmetic);
+3. d_i is accepted with probability min(1, p_i(d_i) / q_i(d_i)), left to right, until the first rejection;
+   a rejected position gets a token drawn from the residual max(0, p_i - q_i) (normalized) instead, and when
+   every draft is accepted the target's last distribution gives one bonus token;
+4. both caches are rolled back (`KVCache.truncate`) to the tokens that were kept.
+
+The accept/resample rule makes every emitted token an exact draw from the target's distribution, whatever the
+draft proposes (Leviathan et al., Theorem 3.5): the draft changes the speed, never the text's distribution.
+In greedy mode (temperature 0) p and q are point masses at the argmax, the rule reduces to "keep drafts while
+they equal the target's argmax", and the output equals the target's own greedy output token for token.
+
+Expected cost (Leviathan et al., section 3): if each draft is accepted with probability alpha (independently),
+a round yields E = (1 - alpha^(gamma+1)) / (1 - alpha) tokens for one target call and gamma draft steps, and a
+draft step costs c target steps, so the expected speedup over the target alone is E / (gamma * c + 1).
+
+The context window follows `lifecycle.generate.context_start`, exactly as `generate` does: a round never
+drafts across a point where the window slides, and when it slides both caches are rebuilt from the kept tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+
+from .generate import _as_batch, check_sampling, context_start, logits_to_probs
+from .model import GPT, KVCache
+
+
+# ---- the expected-speedup arithmetic (Leviathan et al. 2023, section 3) ----
+
+def _check_alpha_gamma(alpha: float, gamma: int) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha (acceptance rate) must be in [0, 1], got {alpha!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 0:
+        raise ValueError(f"gamma (draft tokens per round) must be an integer >= 0, got {gamma!r}")
+
+
+def expected_tokens_per_call(alpha: float, gamma: int) -> float:
+    """Tokens one target call yields on average: (1 - alpha^(gamma+1)) / (1 - alpha), or gamma + 1 at alpha = 1."""
+    _check_alpha_gamma(alpha, gamma)
+    if alpha == 1.0:
+        return float(gamma + 1)
+    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+
+
+def expected_speedup(alpha: float, gamma: int, c: float) -> float:
+    """Predicted speedup over the target alone: (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma*c + 1)).
+
+    c is the cost of one draft step divided by the cost of one target step (measure it).
+    """
+    if not c >= 0:
+        raise ValueError(f"c (draft step cost / target step cost) must be >= 0, got {c!r}")
+    return expected_tokens_per_call(alpha, gamma) / (gamma * c + 1.0)
+
+
+def best_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:
+    """The gamma in 1..max_gamma with the highest predicted speedup."""
+    return max(range(1, max_gamma + 1), key=lambda g: expected_speedup(alpha, g, c))
+
+
+# ---- one round's accept / reject rule, on plain distributions (testable without a model) ----
+
+def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The distribution max(0, p - q), normalized: where the target wants more than the draft gave (V,)."""
+    r = (p - q).clamp_min(0.0)
+    total = r.sum()
+    # total is 0 only when p == q, where no draft is ever rejected; fall back to p against rounding
+    return r / total if total > 0 else p
+
+
+def verify_sampling(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
+                    generator: torch.Generator | None = None) -> tuple[int, int]:
+    """Accept/reject drafted tokens: (number accepted, the token that follows them).
+
+    p: (k+1, V) target distributions after each prefix; q: (k, V) the draft's distributions that the k drafts
+    (k,) were drawn from. Every output token is distributed exactly as under p.
+    """
+    k = drafts.shape[0]
+    if p.shape[0] != k + 1 or q.shape[0] != k:
+        raise ValueError(f"need p of shape (k+1, V) and q of shape (k, V) for k={k} drafts; got p {tuple(p.shape)},"
+                         f" q {tuple(q.shape)}")
+    rows = torch.arange(k, device=p.device)
+    p_d, q_d = p[rows, drafts], q[rows, drafts]  # (k,) probability of each draft under target and draft
+    r = torch.rand(k, generator=generator, device=p.device)
+    accept = r * q_d < p_d  # r < p/q without dividing: always when p >= q, never when p = 0
+    j = k if bool(accept.all()) else int(accept.to(torch.int8).argmin())  # first rejection
+    dist = p[k] if j == k else residual(p[j], q[j])
+    token = torch.multinomial(dist, 1, generator=generator)
+    return j, int(token)
+
+
+def verify_greedy(target_logits: torch.Tensor, drafts: torch.Tensor) -> tuple[int, int]:
+    """Greedy verification: keep drafts while they equal the target's argmax; (number accepted, next token).
+
+    target_logits: (k+1, V); drafts: (k,). Same as verify_sampling with point-mass p and q.
+    """
+    best = target_logits.argmax(dim=-1)  # (k+1,) the target's own greedy choice after each prefix
+    k = drafts.shape[0]
+    match = best[:k] == drafts
+    j = k if bool(match.all()) else int(match.to(torch.int8).argmin())
+    return j, int(best[j])
+
+
+# ---- the draft and target halves of a round ----
+
+def propose(draft: GPT, cache: KVCache, pending: torch.Tensor, k: int, temperature: float = 0.0,
+            top_k: int | None = None, top_p: float | None = None,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The draft's k proposed tokens (k,) and, when sampling, the distributions q (k, V) they came from.
+
+    pending (1, m): tokens the draft cache has not seen yet (the first call feeds them all). The last proposal is
+    never fed back, so the draft makes exactly k forward calls.
+    """
+    tokens, dists = [], []
+    x = pending
+    for _ in range(k):
+        logits = draft(x, cache=cache)[0][0, -1]  # (V,) next-token logits
+        if temperature == 0:
+            token = logits.argmax().view(1)
+        else:
+            q = logits_to_probs(logits, temperature, top_k, top_p)
+            token = torch.multinomial(q, 1, generator=generator)
+            dists.append(q)
+        tokens.append(token)
+        x = token.view(1, 1)
+    if not tokens:
+        return torch.empty(0, dtype=torch.long, device=pending.device), None
+    return torch.cat(tokens), (torch.stack(dists) if dists else None)
+
+
+def score(target: GPT, cache: KVCache, tokens: torch.Tensor) -> torch.Tensor:
+    """One target forward over tokens (T,) after its cache: next-token logits after each of them (T, V)."""
+    return target(tokens.view(1, -1), cache=cache)[0][0]
+
+
+# ---- statistics ----
+
+@dataclass
+class SpecStats:
+    """Counts over a speculative run; acceptance_rate is the alpha of the expected-speedup formula."""
+
+    gamma: int
+    rounds: int = 0  # target verification calls
+    proposed: int = 0  # draft tokens proposed
+    accepted: int = 0  # draft tokens accepted
+    rejected: int = 0  # rounds that ended in a rejection
+    new_tokens: int = 0
+    draft_calls: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Drafts accepted per draft examined (examination stops at the first rejection of a round).
+
+        This is the maximum-likelihood estimate of the per-token acceptance probability alpha in the model behind
+        the formula; accepted / proposed would count drafts after a rejection, which were never examined.
+        """
+        examined = self.accepted + self.rejected
+        return self.accepted / examined if examined else 0.0
+
+    @property
+    def tokens_per_target_call(self) -> float:
+        return self.new_tokens / self.rounds if self.rounds else 0.0
+
+    def summary(self) -> dict:
+        return asdict(self) | {"acceptance_rate": self.acceptance_rate,
+                               "tokens_per_target_call": self.tokens_per_target_call}
+
+
+@dataclass
+class Round:
+    """One round, for showing the algorithm at work: what was proposed, how many were kept, what followed."""
+
+    position: int  # tokens in the text before the round
+    proposed: list[int] = field(default_factory=list)
+    accepted: int = 0
+    token: int = 0  # the target's token after the accepted drafts (a correction, or the bonus)
+
+    @property
+    def bonus(self) -> bool:
+        return self.accepted == len(self.proposed)
+
+    @property
+    def new_tokens(self) -> list[int]:
+        return self.proposed[:self.accepted] + [self.token]
+
+
+# ---- the decoding loop ----
+
+def _draft_budget(n: int, gamma: int, remaining: int, block_size: int, keep: int | None) -> int:
+    """Drafts this round: at most gamma, leave room for the target's own token, never cross a window slide."""
+    k = min(gamma, remaining - 1)
+    s = context_start(n, block_size, keep)
+    while k > 0 and context_start(n + k, block_size, keep) != s:
+        k -= 1
+    return k
+
+
+@torch.inference_mode()
+def iter_rounds(target: GPT, draft: GPT, prompt, max_new_tokens: int, *, gamma: int = 4,
+                temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                seed: int | None = None, generator: torch.Generator | None = None, keep: int | None = None,
+                stats: SpecStats | None = None) -> Iterator[Round]:
+    """Yield the rounds of speculative decoding after `prompt` (T,) or (1, T), until max_new_tokens are out.
+
+    Caches hold, inside the current window [s, n): the target every token but the last (which it scores next
+    round with the drafts); the draft the tokens seq[s:draft_len] (it catches up on the rest when it proposes).
+    """
+    check_sampling(temperature, top_k, top_p)
+    if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
+        raise ValueError(f"gamma (draft tokens per round) must be an integer >= 1, got {gamma!r}")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    W = target.config.block_size
+    if (draft.config.vocab_size, draft.config.block_size) != (target.config.vocab_size, W):
+        raise ValueError("draft and target must share the tokenizer and context window: (vocab_size, block_size) "
+                         f"are {(draft.config.vocab_size, draft.config.block_size)} vs "
+                         f"{(target.config.vocab_size, W)}")
+    device = next(target.parameters()).device
+    seq = _as_batch(prompt, device)
+    if seq.shape[0] != 1:
+        raise ValueError(f"speculative decoding here runs one sequence at a time; got a batch of {seq.shape[0]}")
+    if temperature > 0 and generator is None and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    stats = stats if stats is not None else SpecStats(gamma)
+    n = seq.shape[1]
+    buf = torch.empty(n + max_new_tokens, dtype=torch.long, device=device)  # the growing text
+    buf[:n] = seq[0]
+    t_cache, d_cache = KVCache.for_model(target), KVCache.for_model(draft)
+
+    def rebuild(n: int) -> tuple[int, int]:
+        """Fill the caches for the window of an n-token text; return (window start, draft_len)."""
+        s = context_start(n, W, keep)
+        t_cache.reset()
+        d_cache.reset()
+        if n - 1 > s:
+            target(buf[s:n - 1].view(1, -1), cache=t_cache)
+        return s, s
+
+    s, draft_len = rebuild(n)
+    end = n + max_new_tokens
+    while n < end:
+        k = _draft_budget(n, gamma, end - n, W, keep)
+        drafts, q = propose(draft, d_cache, buf[draft_len:n].view(1, -1), k, temperature, top_k, top_p, generator)
+        logits = score(target, t_cache, torch.cat([buf[n - 1:n], drafts]))  # (k+1, V)
+        if temperature == 0:
+            j, token = verify_greedy(logits, drafts)
+        else:
+            p = logits_to_probs(logits, temperature, top_k, top_p)
+            j, token = verify_sampling(p, q if q is not None else p[:0], drafts, generator)
+        buf[n:n + j] = drafts[:j]
+        buf[n + j] = token
+        # roll back: the target keeps seq[s:n+j] (all but the new last token), the draft what it fed and was kept
+        t_cache.truncate(n + j - s)
+        if k:
+            draft_len = min(n + j, n + k - 1)
+            d_cache.truncate(draft_len - s)
+        stats.rounds += 1
+        stats.proposed += k
+        stats.accepted += j
+        stats.rejected += int(j < k)
+        stats.new_tokens += j + 1
+        stats.draft_calls += k
+        yield Round(position=n, proposed=drafts.tolist(), accepted=j, token=token)
+        n += j + 1
+        if n < end and context_start(n, W, keep) != s:  # the window slid: rebuild both caches
+            s, draft_len = rebuild(n)
+
+
+def speculative_generate(target: GPT, draft: GPT, prompt, max_new_tokens: int, **kwargs) -> tuple[torch.Tensor, SpecStats]:
+    """The new tokens (1, max_new_tokens) after prompt, and the run's statistics; keyword arguments as iter_rounds."""
+    stats = SpecStats(kwargs.get("gamma", 4))
+    tokens = [t for r in iter_rounds(target, draft, prompt, max_new_tokens, stats=stats, **kwargs)
+              for t in r.new_tokens]
+    device = next(target.parameters()).device
+    return torch.tensor(tokens, dtype=torch.long, device=device).view(1, -1), stats
