@@ -134,6 +134,22 @@ class KVCache:
         return self.k.numel() * self.k.element_size() * 2
 
 
+def sinusoidal_positions(n_positions: int, n_embd: int, std: float = 0.02) -> torch.Tensor:
+    """Sines and cosines of geometric frequencies (Vaswani et al. 2017), scaled to an init std of `std`.
+
+    GPT-2 starts its learned position table from noise, so every position must learn separately how to find
+    its neighbours, which takes many steps when windows are long. Starting from sinusoids (still a learned
+    table, so the architecture and the Hugging Face port are unchanged) gives nearby positions similar vectors
+    from step one.
+    """
+    pos = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    freq = torch.exp(-math.log(10_000.0) * torch.arange(0, n_embd, 2, dtype=torch.float32) / n_embd)
+    table = torch.zeros(n_positions, n_embd)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: n_embd // 2])
+    return table * (std * math.sqrt(2))  # sin and cos have std 1/sqrt(2)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -200,6 +216,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
         self.apply(self._init_weights)
+        with torch.no_grad():
+            self.transformer.wpe.weight.copy_(sinusoidal_positions(config.block_size, config.n_embd))
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2's scaled init of residual projections
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))

@@ -46,6 +46,9 @@ class TrainConfig:
     # with proportionally more rows so every step sees the same number of tokens (cheaper, faster early learning)
     short_block_size: int | None = None
     short_fraction: float = 0.0
+    # give each short window a random starting position, so every row of the position table gets trained
+    # (Ruoss et al. 2023, "Randomized Positional Encodings"); full-length windows always start at 0
+    random_offsets: bool = False
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_iters: int = 100
@@ -203,9 +206,17 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor, cfg: Tra
         for group in optimizer.param_groups:
             group["lr"] = lr
         rows, context = batch_shape(step, cfg, core.config.block_size)
-        x, y = batch_fn(step) if batch_fn else get_batch(train_data, rows, context, batch_generator(cfg, step), device)
+        gen = batch_generator(cfg, step)
+        x, y = batch_fn(step) if batch_fn else get_batch(train_data, rows, context, gen, device)
+        positions = None
+        if cfg.random_offsets and context < core.config.block_size:
+            offsets = torch.randint(core.config.block_size - context + 1, (rows, 1), generator=gen)
+            positions = (offsets + torch.arange(context)).to(device)  # (B, T)
         with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
-            loss = loss_fn(model, x, y) if loss_fn else model(x, y)[1]
+            if loss_fn:
+                loss = loss_fn(model, x, y, positions) if positions is not None else loss_fn(model, x, y)
+            else:
+                loss = model(x, y, positions=positions)[1]
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip:
