@@ -124,6 +124,16 @@ def get(name: str, device: torch.device | str | None = None, progress: bool = Tr
     return model.to(device).eval()
 
 
+def is_cached(name: str, device: torch.device | str | None = None) -> bool:
+    """Whether a complete, checksum-valid copy of model `name` is in the cache."""
+    device = torch.device(device) if device is not None else pick_device()
+    try:
+        read_checkpoint_meta(model_path(name, device))
+        return True
+    except CheckpointError:
+        return False
+
+
 def card(name: str, device: torch.device | str | None = None) -> dict:
     """The model card saved with the model (config, size, validation loss, training time, throughput)."""
     device = torch.device(device) if device is not None else pick_device()
