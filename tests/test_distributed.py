@@ -3,6 +3,7 @@
 The launching tests start real torchrun runs (gloo, 2 CPU processes, the `test` preset, a few steps): each
 takes a few seconds, most of it importing torch in three processes.
 """
+import json
 import os
 import random
 import re
@@ -36,8 +37,11 @@ def text_path(tmp_path_factory) -> Path:
 
 
 def config(text_path, **overrides) -> DDPConfig:
+    # A modest learning rate: the attention key biases get a gradient that is exactly 0 in exact arithmetic and
+    # ~1e-10 of rounding noise in practice; Adam (eps 1e-8) turns that noise into steps of up to ~1% of the lr,
+    # different in each run. With lr 1e-3 over 4 steps that stays well below the 1e-5 tolerance.
     return DDPConfig(**({"text": str(text_path), "max_iters": 4, "batch_size": 8, "block_size": 32,
-                         "warmup_iters": 10, "lr": 3e-3, "eval_interval": 2, "eval_iters": 2} | overrides))
+                         "warmup_iters": 10, "lr": 1e-3, "eval_interval": 2, "eval_iters": 2} | overrides))
 
 
 def single_process(cfg: DDPConfig, rows: slice | None = None):
@@ -160,7 +164,7 @@ def test_two_ranks_compute_the_single_process_update(two_rank_run):
     for a, b in zip(run.result["history"], ref_result.history, strict=True):
         assert a["step"] == b["step"] and abs(a["val"] - b["val"]) < 1e-5
     # ...and the comparison has teeth: training moved the weights, and half the batch gives another answer
-    assert max_diff(build_model(cfg, ref.config.vocab_size), ddp) > 1e-3
+    assert max_diff(build_model(cfg, ref.config.vocab_size), ddp) > 5e-4
     half, _ = single_process(cfg, rows=slice(0, cfg.batch_size // 2))
     assert max_diff(half, ddp) > 1e-4
 
@@ -197,3 +201,13 @@ def test_timeout_kills_every_process(text_path, tmp_path):
         launch(2, config(text_path, max_iters=10_000, eval_interval=10_000), out=out, stream=False, timeout_s=20)
     assert info.value.returncode is None
     assert not processes_mentioning(str(out))
+
+
+def test_timing_mode_reports_every_gradient_byte(text_path, tmp_path, outside_torchrun):
+    """"time" mode (used by the bench and lesson 02) runs in a group of one and all-reduces all gradients."""
+    cfg = config(text_path, mode="time", time_steps=2, time_repeats=1, checkpoint=False)
+    main(cfg.to_args() + ["--out", str(tmp_path)])
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["gradient_bytes"] == 4 * result["n_params"]  # fp32, the tied embedding counted once
+    assert len(result["samples"]["sync"]) == len(result["samples"]["no_sync"]) == 1
+    assert not (tmp_path / "ddp.json").exists()  # checkpoint=False: nothing written

@@ -15,8 +15,11 @@ Three pieces, each usable on its own from a notebook cell:
    TTFT, latency and throughput percentiles, slot utilization and padding waste.
 
 Time is a virtual clock: every prefill and decode step really runs the model and the clock advances by the
-step's measured wall time (or by `cost_model(kind, rows, tokens)` when one is given, e.g. in tests). Requests
-arrive on that clock and an idle server jumps to the next arrival, so nothing ever sleeps.
+step's measured time (or by `cost_model(kind, rows, tokens)` when one is given, e.g. in tests). Requests
+arrive on that clock and an idle server jumps to the next arrival, so nothing ever sleeps. On a GPU a step's
+time is its wall time; on a CPU it is min(wall time, CPU time of this process), so that a step is not charged
+for moments when a busy or sleeping machine had descheduled the process (with several threads at work the CPU
+time exceeds the wall time and the wall time counts).
 
 KV layout: the slots share one `KVCache` of `width` columns, right-aligned — every row writes its next key at the
 same column (`cache.length`), and a row's own tokens are the last ones before it; the key mask hides the rest.
@@ -305,10 +308,12 @@ def serve(model: GPT, requests: Sequence[Request], config: ServeConfig = ServeCo
         """Run fn, advance the clock by its measured (or modelled) time, log the step; return fn's result."""
         nonlocal clock
         synchronize(device)
-        t0 = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         out = fn()
         synchronize(device)
-        seconds = cost_model(kind, rows, tokens) if cost_model else time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        # on a CPU, a step is not charged for time the process spent descheduled or paused by others
+        seconds = cost_model(kind, rows, tokens) if cost_model else min(wall, cpu) if device.type == "cpu" else wall
         steps.append(Step(kind, clock, seconds, rows, rows * tokens, useful))
         clock += seconds
         return out

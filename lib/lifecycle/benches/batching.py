@@ -3,7 +3,9 @@
 Part 1 times greedy decode steps of the teacher at batch 1, 8, 32 and 64 (a short prompt of `context` tokens, then
 `steps` steps), all batch sizes interleaved, medians. Part 2 serves one seeded request stream with widely varying
 output lengths under both policies, alternating static, continuous, static, … and reports the median throughput
-and p95 latency of each (virtual clock advanced by measured step times; see lifecycle.batching).
+and p95 latency of each (virtual clock advanced by measured step times; see lifecycle.batching). The stream:
+64 requests arriving as a Poisson burst at 50/s (faster than either policy serves them), prompts of 16-64 tokens,
+outputs log-uniform from 4 to block_size - 64 tokens, 16 slots.
 
 Decode speed does not depend on the weights' values, so when the trained teacher is not cached yet the same
 architecture with random weights is timed instead (said in the notes) rather than training it here.
@@ -103,6 +105,7 @@ def run(quick: bool = False) -> Report:
     if 1 in tps and 32 in tps:
         ratios = {"batch32_vs_batch1": tps[32] / tps[1]} | ratios
     notes = [note] if note else []
-    notes.append("stream times are on a virtual clock advanced by each step's measured wall time")
+    notes.append("stream times are on a virtual clock advanced by each step's measured time (on a CPU the smaller "
+                 "of wall time and process CPU time, see lifecycle.batching)")
     return Report(rows=rows, figures={k: (v if not isinstance(v, float) or math.isfinite(v) else None)
                                       for k, v in figures.items()}, ratios=ratios, notes=notes)
