@@ -333,3 +333,13 @@ def test_invalid_prefixes_and_requests_are_refused(model):
         C.che_hit_rate([0.5, 0.2], 3)
     with pytest.raises(ValueError, match="cache_size"):
         C.che_hit_rate([1.0], 0)
+
+
+def test_fingerprint_names_the_weights(model):
+    same = GPT(preset("test", block_size=64)).eval()
+    same.load_state_dict(model.state_dict())
+    assert C.fingerprint(same) == C.fingerprint(model)
+    with torch.no_grad():
+        same.lm_head.weight[0, 0] += 1e-6
+    assert C.fingerprint(same) != C.fingerprint(model)
+    assert C.fingerprint(model.to(torch.bfloat16))  # any dtype can be hashed

@@ -16,6 +16,8 @@ Two levels, each with its own correctness rule:
 
 A seeded **query stream** (`StreamConfig`, `query_ids`, `query_stream`) models traffic: a catalogue of distinct
 questions with Zipf popularity p_i ∝ 1/i^s, a share of one-off questions seen once, all behind one system prompt.
+`serve` answers prompts through either cache or both (what lesson 07 and `python -m lifecycle.bench caching` time),
+and `what_if` turns a predicted hit rate into dollars.
 
 **Predicted hit rate** (`che_hit_rate`): Che's approximation for an LRU cache of C entries under the independent
 reference model (each request drawn independently from fixed popularities). An item with request rate λ_i stays
@@ -59,7 +61,7 @@ def fingerprint(model: GPT) -> str:
     h = hashlib.sha256(repr(sorted(model.config.to_dict().items())).encode())
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
     return h.hexdigest()[:16]
 
 
@@ -316,7 +318,9 @@ class PrefixCache:
 
     def lookup(self, ids) -> PrefixEntry | None:
         """The longest stored prefix of `ids` (now most recently used), or None."""
-        ids = _as_ids(ids, self.model.config.vocab_size, "request")
+        return self._lookup(_as_ids(ids, self.model.config.vocab_size, "request"))
+
+    def _lookup(self, ids: tuple[int, ...]) -> PrefixEntry | None:
         for n in sorted({len(k) for k in self._entries if len(k) <= len(ids)}, reverse=True):
             if (head := ids[:n]) in self._entries:
                 self._entries.move_to_end(head)
@@ -331,7 +335,7 @@ class PrefixCache:
             raise ValueError(f"the request has {len(ids)} tokens, more than the context window "
                              f"({self.model.config.block_size}); shorten it")
         cache = KVCache.for_model(self.model, 1)
-        entry = self.lookup(ids)
+        entry = self._lookup(ids)
         n = 0 if entry is None else len(entry.ids)
         if entry is not None:
             cache.k[:, :, :, :n] = entry.cache.k  # (n_layer, 1, nh, n, hs)
