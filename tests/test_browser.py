@@ -42,6 +42,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 REAL_LEDGER = cache_dir() / "results.json"  # read at import, before the tests' private cache is set
 RUN_ALL_TIMEOUT_S = 600
+DASH = ".lc-dashboard:has(.lc-control-lifetime_days)"  # lesson 09's what-if (a lesson may show other dashboards)
 # the scenario's own inputs; every other `input.*` of the dashboard is an optimization factor
 BASE_INPUTS = {"queries_per_day", "tokens_per_query", "usd_per_million_tokens", "training_usd", "lifetime_days",
                "retrain_every_days"}
@@ -49,7 +50,8 @@ BASE_INPUTS = {"queries_per_day", "tokens_per_query", "usd_per_million_tokens", 
 # JupyterLab settings for a quiet, deterministic session: every cell in the DOM (no virtual scrolling), the
 # kernel started without asking, no autosave, no news or update checks (nothing leaves the machine).
 LAB_SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none", "autoStartDefaultKernel": True},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none",
+                                                                   "autoStartDefaultKernel": True},
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
 }
@@ -155,27 +157,33 @@ def wait_for_kernel(base: str, token: str, timeout: float = 180) -> None:
 
 # --- the page ---------------------------------------------------------------------------------------------------
 
+def shown_text(page) -> dict[str, str]:
+    """Every number of the dashboard as written in the page: {data-key: data-value} (Python reprs)."""
+    return dict(page.eval_on_selector_all(f"{DASH} .lc-value", "els => els.map(e => [e.dataset.key, e.dataset.value])"))
+
+
 def shown_values(page) -> dict[str, float]:
-    """Every number of the dashboard: {data-key: float(data-value)}."""
-    pairs = page.eval_on_selector_all(".lc-dashboard .lc-value", "els => els.map(e => [e.dataset.key, e.dataset.value])")
-    return {k: float(v) for k, v in pairs}
+    return {k: float(v) for k, v in shown_text(page).items()}
 
 
-def wait_for_change(page, key: str, old: float, timeout_ms: int = 60_000) -> None:
+def wait_for_change(page, old: dict[str, str], timeout_ms: int = 60_000) -> None:
+    """Until any of the numbers `old` ({data-key: data-value}) reads differently in the page."""
     page.wait_for_function(
-        """([key, old]) => { const e = document.querySelector(`.lc-dashboard .lc-value[data-key="${key}"]`);
-                              return e && Number(e.dataset.value) !== old; }""",
-        arg=[key, old], timeout=timeout_ms)
+        """([dash, old]) => Object.entries(old).some(([k, v]) => {
+               const e = document.querySelector(`${dash} .lc-value[data-key="${k}"]`);
+               return e && e.dataset.value !== v; })""",
+        arg=[DASH, old], timeout=timeout_ms)
 
 
 def press_on_slider(page, name: str, key: str, times: int) -> None:
     """Focus the slider handle of control `name` and press an arrow key `times` times, waiting for each update."""
-    handle = page.locator(f".lc-control-{name} .noUi-handle, .lc-control-{name} .ui-slider-handle").first
+    # ipywidgets 8 draws sliders with noUiSlider, 7.x with jQuery UI
+    handle = page.locator(f"{DASH} .lc-control-{name} :is(.noUi-handle, .ui-slider-handle)").first
     for _ in range(times):
-        before = shown_values(page)[f"input.{name}"]
+        before = shown_text(page)[f"input.{name}"]
         handle.focus()
         page.keyboard.press(key)
-        wait_for_change(page, f"input.{name}", before)
+        wait_for_change(page, {f"input.{name}": before})
 
 
 def menu(page, top: str, item: str) -> None:
@@ -199,7 +207,8 @@ def run_all_cells(page) -> list[str]:
                    const idle = document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='idle']");
                    return idle && p.some(t => /\\d/.test(t)) && !p.some(t => t.includes('*')); }""",
         timeout=RUN_ALL_TIMEOUT_S * 1000, polling=500)
-    return page.eval_on_selector_all(".jp-Notebook .jp-CodeCell .jp-InputPrompt", "els => els.map(e => e.textContent.trim())")
+    return page.eval_on_selector_all(".jp-Notebook .jp-CodeCell .jp-InputPrompt",
+                                     "els => els.map(e => e.textContent.trim())")
 
 
 def save(page, path: Path) -> None:
@@ -274,9 +283,9 @@ def test_lesson09_dashboard_in_a_real_browser(tmp_path):
             if not all(re.fullmatch(r"\[\d+\]:", p) for p in prompts):
                 save(page, lesson)
                 pytest.fail(f"Run All stopped early (prompts {prompts}); errors: {error_outputs(lesson)}")
-            page.wait_for_selector(".lc-dashboard .lc-value", state="attached", timeout=60_000)
+            page.wait_for_selector(f"{DASH} .lc-value", state="attached", timeout=60_000)
             assert page.locator("text=Error displaying widget").count() == 0, "a widget failed to render"
-            assert page.locator(".lc-dashboard .lc-error").count() == 0, "the dashboard shows an error"
+            assert page.locator(f"{DASH} .lc-error").count() == 0, "the dashboard shows an error"
 
             before = shown_values(page)
             assert_matches_costs(before)
@@ -284,30 +293,28 @@ def test_lesson09_dashboard_in_a_real_browser(tmp_path):
             press_on_slider(page, "lifetime_days", "ArrowRight", 3)
             press_on_slider(page, "queries_per_day", "ArrowLeft", 2)
             # and one optimization toggle whose factor is not neutral, so switching it on must change the bill
-            mid = shown_values(page)
+            mid = shown_text(page)
             toggles = page.eval_on_selector_all(
-                ".lc-dashboard [class*='lc-control-use_']",
+                f"{DASH} [class*='lc-control-use_']",
                 "els => els.map(e => [[...e.classList].find(c => c.startsWith('lc-control-')), e.textContent])")
             live = [cls for cls, text in toggles if "1.00×" not in text and "0% hits" not in text]
             if live:
-                page.locator(f".{live[0]} input[type=checkbox]").check()
+                page.locator(f"{DASH} .{live[0]} input[type=checkbox]").check()
                 factors = {k: v for k, v in mid.items() if k.startswith("input.") and k[6:] not in BASE_INPUTS}
-                page.wait_for_function(
-                    """(old) => Object.entries(old).some(([k, v]) => {
-                           const e = document.querySelector(`.lc-dashboard .lc-value[data-key="${k}"]`);
-                           return e && Number(e.dataset.value) !== v; })""", arg=factors, timeout=60_000)
+                wait_for_change(page, factors)
 
             wait_for_kernel(base, token)  # the figure is redrawn after the table
             page.wait_for_timeout(1_000)
             after = shown_values(page)
             assert after["input.lifetime_days"] == before["input.lifetime_days"] + 3
             want_q = 10 ** (math.log10(before["input.queries_per_day"]) - 2 * 0.05)
-            assert math.isclose(after["input.queries_per_day"], want_q, rel_tol=1e-9), (after["input.queries_per_day"], want_q)
+            got_q = after["input.queries_per_day"]
+            assert math.isclose(got_q, want_q, rel_tol=1e-9), (got_q, want_q)
             changed = {k for k in after if after[k] != before.get(k)}
             assert {"daily_inference_usd", "lifetime_usd", "inference_usd_total"} <= changed, changed
             assert_matches_costs(after)
 
-            page.locator(".lc-dashboard").first.scroll_into_view_if_needed()
+            page.locator(DASH).first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "lesson09.png"))
 
             save(page, lesson)

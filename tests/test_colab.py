@@ -85,9 +85,10 @@ def run_cell(source: str) -> dict:
 
 def test_badge_urls_come_from_the_repository():
     line = colab.badge_line("notebooks/03_inference.ipynb", REPO)
-    assert line.startswith(colab.MARKER)
-    assert "https://mybinder.org/v2/gh/someone/course-under-test/dev?urlpath=lab/tree/notebooks/03_inference.ipynb" in line
-    assert "https://colab.research.google.com/github/someone/course-under-test/blob/dev/notebooks/03_inference.ipynb" in line
+    assert line.endswith(colab.MARKER)
+    lesson = "notebooks/03_inference.ipynb"
+    assert f"https://mybinder.org/v2/gh/someone/course-under-test/dev?urlpath=lab/tree/{lesson}" in line
+    assert f"https://colab.research.google.com/github/someone/course-under-test/blob/dev/{lesson}" in line
     assert colab.notebook_ref("/anywhere/else/03_inference.ipynb") == "notebooks/03_inference.ipynb"
     with pytest.raises(ValueError, match="ipynb"):
         colab.binder_url("README.md")
@@ -171,7 +172,8 @@ def test_setup_colab_clones_by_itself_when_called_without_the_cell(sandbox, on_c
 
 
 def test_protected_packages_are_never_installed():
-    assert colab.missing_packages(needs=("torch", "ipywidgets", "safetensors"), version=everything_missing) == ["safetensors"]
+    needs = ("torch", "ipywidgets", "safetensors")
+    assert colab.missing_packages(needs=needs, version=everything_missing) == ["safetensors"]
     assert set(colab.missing_packages(version=everything_missing)).isdisjoint(colab.PROTECTED)
     with pytest.raises(ValueError, match="torch"):
         colab.install_command(["safetensors", "torch"], "/tmp/c.txt")
@@ -195,7 +197,8 @@ def lesson(title: str = "# Lesson 03 — Inference", badge: str = colab.MARKER) 
                    '    from lifecycle_colab_setup import *  # placeholder, replaced by the launch engineer')
     nb.cells = [nbformat.v4.new_markdown_cell(f"{title}\n{badge}\n\nSome words."),
                 nbformat.v4.new_code_cell(placeholder),
-                nbformat.v4.new_code_cell("x = 1\nx", outputs=[nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=1)])]
+                nbformat.v4.new_code_cell("x = 1\nx", outputs=[
+                    nbformat.v4.new_output("execute_result", {"text/plain": "1"}, execution_count=1)])]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
 
@@ -214,6 +217,13 @@ def test_stamp_rewrites_only_the_badge_line_and_first_cell(tmp_path):
     assert path.read_bytes() == first
     other = colab.Repository("moved", "elsewhere")
     assert colab.stamp([path], other) == [path] and "moved/elsewhere" in nbformat.read(path, 4).cells[0].source
+
+
+def test_stamped_badges_render_as_images():
+    """The badges must be Markdown images, not text swallowed by an HTML comment block."""
+    markdown_it = pytest.importorskip("markdown_it")
+    html = markdown_it.MarkdownIt("commonmark").render(f"# Lesson 03\n{colab.badge_line('03_inference.ipynb', REPO)}\n")
+    assert html.count("<img") == 2 and html.count("<a href=") == 2, html
 
 
 def test_stamp_checks_every_notebook_before_writing_any(tmp_path):

@@ -138,7 +138,9 @@ def test_prompt_longer_than_the_window_is_handled(model):
 @pytest.fixture(scope="module")
 def hf_model(model):
     pytest.importorskip("transformers")
-    return to_hf_gpt2(model)
+    hf = to_hf_gpt2(model)
+    hf.generation_config.eos_token_id = None  # token 0 is ordinary text here: never stop at it
+    return hf
 
 
 @pytest.mark.parametrize("B,T", [(1, 1), (1, 17), (3, W)])
@@ -154,8 +156,8 @@ def test_greedy_tokens_equal_hugging_face_generate(model, hf_model):
     prompt = torch.tensor([[3, 1, 4, 1, 5]])
     new = W - prompt.shape[1] + 1  # fills the window exactly (the last token is never fed back)
     with torch.no_grad():
-        theirs = hf_model.generate(prompt, do_sample=False, max_new_tokens=new, min_new_tokens=new,
-                                   pad_token_id=0)[:, prompt.shape[1]:]
+        theirs = hf_model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                   max_new_tokens=new, pad_token_id=0)[:, prompt.shape[1]:]
     assert torch.equal(generate(model, prompt, new), theirs)
 
 
@@ -239,10 +241,14 @@ def test_iter_tokens_streams_one_step_at_a_time(model):
 
 
 def test_time_request_times_every_token(model):
-    timing = time_request(model, [1, 2, 3], 12)
+    timing = time_request(model, [1, 2, 3], 12, keep_logits=True)
     assert len(timing.arrivals) == 12 and len(timing.gaps_s) == 11
     assert timing.ttft_s > 0 and all(g >= 0 for g in timing.gaps_s)
     assert timing.prompt_tokens == 3 and timing.total_s == timing.arrivals[-1]
+    tokens, logits = _steps(model, [1, 2, 3], 12)
+    assert torch.equal(torch.stack(timing.tokens, 1), tokens)
+    torch.testing.assert_close(torch.stack(timing.logits, 1), logits, atol=0, rtol=0)
+    assert time_request(model, [1], 3).logits == []
 
 
 # ---- bad input ----

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-MARKER = "<!-- badges -->"  # the line in each lesson's first markdown cell that carries the badges
+MARKER = "<!-- badges -->"  # marks the line of each lesson's first markdown cell that carries the badges
 HEADER = "# Colab only: fetch the course and make `lifecycle` importable (does nothing elsewhere)."
 COLAB_ROOT = "/content"  # Colab's working folder; the course is cloned into COLAB_ROOT/<repository name>
 BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
@@ -81,12 +81,14 @@ def notebook_ref(path: str | Path) -> str:
 
 def binder_url(notebook: str | Path, repo: Repository = COURSE) -> str:
     """mybinder.org link that builds the repository and opens `notebook` in JupyterLab."""
-    return f"https://mybinder.org/v2/gh/{repo.owner}/{repo.name}/{repo.branch}?urlpath=lab/tree/{notebook_ref(notebook)}"
+    where = f"{repo.owner}/{repo.name}/{repo.branch}"
+    return f"https://mybinder.org/v2/gh/{where}?urlpath=lab/tree/{notebook_ref(notebook)}"
 
 
 def colab_url(notebook: str | Path, repo: Repository = COURSE) -> str:
     """Colab link that opens `notebook` straight from GitHub."""
-    return f"https://colab.research.google.com/github/{repo.owner}/{repo.name}/blob/{repo.branch}/{notebook_ref(notebook)}"
+    where = f"{repo.owner}/{repo.name}/blob/{repo.branch}"
+    return f"https://colab.research.google.com/github/{where}/{notebook_ref(notebook)}"
 
 
 def badges(notebook: str | Path, repo: Repository = COURSE) -> str:
@@ -96,8 +98,9 @@ def badges(notebook: str | Path, repo: Repository = COURSE) -> str:
 
 
 def badge_line(notebook: str | Path, repo: Repository = COURSE) -> str:
-    """The whole badge line of a lesson's first cell; it keeps the marker so stamping again finds it."""
-    return f"{MARKER} {badges(notebook, repo)}"
+    """The whole badge line of a lesson's first cell. The marker stays, at the end, so stamping again finds it:
+    a line that *starts* with `<!--` is a raw HTML block in Markdown, and its badges would show as text."""
+    return f"{badges(notebook, repo)} {MARKER}"
 
 
 # --- the first code cell ------------------------------------------------------------------------------------
@@ -147,7 +150,8 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
-def missing_packages(needs: Iterable[str] = COLAB_NEEDS, version: Callable[[str], str | None] | None = None) -> list[str]:
+def missing_packages(needs: Iterable[str] = COLAB_NEEDS,
+                     version: Callable[[str], str | None] | None = None) -> list[str]:
     """The distributions of `needs` that are not installed; protected ones are never listed, missing or not."""
     version = version or installed_version
     return [d for d in needs if d not in PROTECTED and version(d) is None]
@@ -215,9 +219,9 @@ def stamp_notebook(nb, notebook: str | Path, repo: Repository = COURSE) -> bool:
     if len(cells) < 2 or cells[0].cell_type != "markdown" or cells[1].cell_type != "code":
         raise ValueError(f"{notebook}: expected cell 0 markdown (title + {MARKER!r} line) and cell 1 code")
     lines = cells[0].source.split("\n")
-    hits = [i for i, line in enumerate(lines) if line.strip().startswith(MARKER)]
+    hits = [i for i, line in enumerate(lines) if MARKER in line]
     if len(hits) != 1:
-        raise ValueError(f"{notebook}: cell 0 must hold exactly one line starting with {MARKER!r}, found {len(hits)}")
+        raise ValueError(f"{notebook}: cell 0 must hold exactly one line with {MARKER!r}, found {len(hits)}")
     lines[hits[0]] = badge_line(notebook, repo)
     md, code = "\n".join(lines), first_cell(repo)
     changed = md != cells[0].source or code != cells[1].source or bool(cells[1].outputs)

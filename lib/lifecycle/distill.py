@@ -97,13 +97,14 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def make_loss_fn(teacher: GPT, config: DistillConfig = DISTILL) -> Callable:
-    """A `loss_fn(model, x, y)` for `lifecycle.train.train` that distills `teacher` into `model`."""
+    """A `loss_fn(model, x, y[, positions])` for `lifecycle.train.train` that distills `teacher` into `model`."""
     teacher.eval()
 
-    def loss_fn(model: GPT, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss_fn(model: GPT, x: torch.Tensor, y: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        # positions (B, T): where short training windows sit in the context window; both models see the same
         with torch.no_grad():  # the teacher only gives targets; no graph, no gradients
-            teacher_logits, _ = teacher(x)
-        student_logits, _ = model(x)
+            teacher_logits, _ = teacher(x, positions=positions)
+        student_logits, _ = model(x, positions=positions)
         return distillation_loss(student_logits, teacher_logits, y, config.temperature, config.alpha)
 
     return loss_fn

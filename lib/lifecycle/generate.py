@@ -2,7 +2,9 @@
 
 The chain, each step small enough to run in its own notebook cell (after gpt-fast's generate.py):
 
-    logits_to_probs → sample → prefill → decode_one_token → iter_tokens → generate / generate_text
+    logits_to_probs → sample → prefill → decode_one_token → iter_steps → iter_tokens → generate / generate_text
+
+(iter_steps yields each token with the logits it came from; iter_tokens only the tokens, for streaming.)
 
 *Prefill* runs the whole prompt through the model in one forward pass and fills the KV cache; *decode* then
 feeds one token at a time, attending to the cached keys and values instead of recomputing them. Without a cache,
@@ -210,10 +212,12 @@ def generate(model: GPT, prompt, max_new_tokens: int, **kwargs) -> torch.Tensor:
 
 @dataclass
 class RequestTiming:
-    """When each new token of one request was ready, in seconds after the request arrived."""
+    """When each new token of one request was ready, in seconds after the request arrived, and the tokens."""
 
     prompt_tokens: int
     arrivals: list[float] = field(default_factory=list)  # arrivals[0] is the time to first token
+    tokens: list[torch.Tensor] = field(default_factory=list)  # (B,) per step
+    logits: list[torch.Tensor] = field(default_factory=list)  # (B, V) per step, when asked for (keep_logits)
 
     @property
     def ttft_s(self) -> float:
@@ -240,20 +244,26 @@ class RequestTiming:
         return (len(self.arrivals) - 1) / (self.arrivals[-1] - self.arrivals[0])
 
 
-def time_request(model: GPT, prompt, max_new_tokens: int, **kwargs) -> RequestTiming:
+def time_request(model: GPT, prompt, max_new_tokens: int, *, keep_logits: bool = False,
+                 **kwargs) -> RequestTiming:
     """Run one request and time the arrival of each new token; keyword arguments as iter_tokens.
 
     A token counts as arrived when the device has finished computing it (on a GPU, after a synchronize).
+    keep_logits: also keep the logits each token was drawn from (to compare runs, e.g. with and without cache).
     """
     if not _is_int(max_new_tokens) or max_new_tokens < 2:
         raise ValueError(f"max_new_tokens must be an integer >= 2 to time a request, got {max_new_tokens!r}")
+    steps = iter_steps(model, prompt, max_new_tokens, **kwargs)  # checks every argument before the clock starts
     device = next(model.parameters()).device
     timing = RequestTiming(prompt_tokens=_as_batch(prompt, device).shape[1])
     synchronize(device)
     t0 = time.perf_counter()
-    for _ in iter_tokens(model, prompt, max_new_tokens, **kwargs):
+    for token, logits in steps:
         synchronize(device)
         timing.arrivals.append(time.perf_counter() - t0)
+        timing.tokens.append(token)
+        if keep_logits:
+            timing.logits.append(logits)
     return timing
 
 

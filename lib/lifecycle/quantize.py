@@ -9,13 +9,15 @@ Schemes (`QuantConfig.scheme`):
 
 "Weight-only" means activations stay in floating point: a quantized layer turns its integer codes back into
 floats when it multiplies (for int8 the per-row scale factors out of the dot product, so it is applied to the
-output instead: y = (x @ qᵀ) · s + b). The integers save memory and memory traffic, not arithmetic.
+output instead: y = (x @ qᵀ) · s + b). The integers save memory, not arithmetic. They save memory *traffic* only
+where a kernel expands the codes right where it multiplies; the eager layers here expand them into a temporary
+float matrix on every call, which is simple and exact but slower than fp32 (lesson 04 measures by how much).
 
 What is quantized: every nn.Linear inside the transformer blocks and, with `embeddings=True` (the default),
 the token and position tables too. The output head is tied to the token table (GPT-2's weight tying), and the
 two stay tied: one set of codes and scales serves the embedding lookup (row = token) and the head (row = output
 channel), and is stored and counted once. Biases and LayerNorm gains stay fp32. In a tiny model the tables are
-about a tenth of all weights, so leaving them fp32 (`embeddings=False`) caps the saving well below 4×.
+a noticeable share of all weights, so leaving them fp32 (`embeddings=False`) keeps the saving well below 4×.
 
 References: Jacob et al. 2018, "Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-
 Only Inference" (the affine/symmetric scheme); Dettmers et al. 2022, "LLM.int8()" (per-channel int8 for

@@ -204,81 +204,108 @@ def _draft_budget(n: int, gamma: int, remaining: int, block_size: int, keep: int
     return k
 
 
-@torch.inference_mode()
-def iter_rounds(target: GPT, draft: GPT, prompt, max_new_tokens: int, *, gamma: int = 4,
-                temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-                seed: int | None = None, generator: torch.Generator | None = None, keep: int | None = None,
-                stats: SpecStats | None = None) -> Iterator[Round]:
-    """Yield the rounds of speculative decoding after `prompt` (T,) or (1, T), until max_new_tokens are out.
+class SpeculativeDecoder:
+    """Speculative decoding of one sequence, one round per `step()`; the caches stay inspectable between rounds.
 
-    Caches hold, inside the current window [s, n): the target every token but the last (which it scores next
-    round with the drafts); the draft the tokens seq[s:draft_len] (it catches up on the rest when it proposes).
+    Between rounds, inside the current window [s, n) of the n-token text: the target cache holds seq[s:n-1] (all
+    but the last token, which it scores next round together with the drafts); the draft cache holds
+    seq[s:draft_len] (it catches up on seq[draft_len:n] in its first call of the next round).
     """
-    check_sampling(temperature, top_k, top_p)
-    if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
-        raise ValueError(f"gamma (draft tokens per round) must be an integer >= 1, got {gamma!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    W = target.config.block_size
-    if (draft.config.vocab_size, draft.config.block_size) != (target.config.vocab_size, W):
-        raise ValueError("draft and target must share the tokenizer and context window: (vocab_size, block_size) "
-                         f"are {(draft.config.vocab_size, draft.config.block_size)} vs "
-                         f"{(target.config.vocab_size, W)}")
-    device = next(target.parameters()).device
-    seq = _as_batch(prompt, device)
-    if seq.shape[0] != 1:
-        raise ValueError(f"speculative decoding here runs one sequence at a time; got a batch of {seq.shape[0]}")
-    if temperature > 0 and generator is None and seed is not None:
-        generator = torch.Generator(device=device).manual_seed(seed)
-    stats = stats if stats is not None else SpecStats(gamma)
-    n = seq.shape[1]
-    buf = torch.empty(n + max_new_tokens, dtype=torch.long, device=device)  # the growing text
-    buf[:n] = seq[0]
-    t_cache, d_cache = KVCache.for_model(target), KVCache.for_model(draft)
 
-    def rebuild(n: int) -> tuple[int, int]:
-        """Fill the caches for the window of an n-token text; return (window start, draft_len)."""
-        s = context_start(n, W, keep)
-        t_cache.reset()
-        d_cache.reset()
-        if n - 1 > s:
-            target(buf[s:n - 1].view(1, -1), cache=t_cache)
-        return s, s
+    def __init__(self, target: GPT, draft: GPT, prompt, max_new_tokens: int, *, gamma: int = 4,
+                 temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None, generator: torch.Generator | None = None, keep: int | None = None):
+        check_sampling(temperature, top_k, top_p)
+        if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
+            raise ValueError(f"gamma (draft tokens per round) must be an integer >= 1, got {gamma!r}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        W = target.config.block_size
+        if (draft.config.vocab_size, draft.config.block_size) != (target.config.vocab_size, W):
+            raise ValueError("draft and target must share the tokenizer and context window: (vocab_size, "
+                             f"block_size) are {(draft.config.vocab_size, draft.config.block_size)} vs "
+                             f"{(target.config.vocab_size, W)}")
+        if generator is not None and seed is not None:
+            raise ValueError("give either seed or generator, not both")
+        device = next(target.parameters()).device
+        seq = _as_batch(prompt, device, target.config.vocab_size)
+        if seq.shape[0] != 1:
+            raise ValueError(f"speculative decoding here runs one sequence at a time; got a batch of {seq.shape[0]}")
+        context_start(seq.shape[1], W, keep)  # checks keep
+        if temperature > 0 and generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
+        self.target, self.draft, self.gamma, self.keep = target, draft, gamma, keep
+        self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        self.generator = generator
+        self.stats = SpecStats(gamma)
+        self.prompt_len = self.n = seq.shape[1]
+        self.end = self.n + max_new_tokens
+        self.buf = torch.empty(self.end, dtype=torch.long, device=device)  # the growing text
+        self.buf[:self.n] = seq[0]
+        self.target_cache, self.draft_cache = KVCache.for_model(target), KVCache.for_model(draft)
+        self._rebuild()
 
-    s, draft_len = rebuild(n)
-    end = n + max_new_tokens
-    while n < end:
-        k = _draft_budget(n, gamma, end - n, W, keep)
-        drafts, q = propose(draft, d_cache, buf[draft_len:n].view(1, -1), k, temperature, top_k, top_p, generator)
-        logits = score(target, t_cache, torch.cat([buf[n - 1:n], drafts]))  # (k+1, V)
+    @property
+    def done(self) -> bool:
+        return self.n >= self.end
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """The text so far, prompt included (n,)."""
+        return self.buf[:self.n]
+
+    @torch.inference_mode()
+    def _rebuild(self) -> None:
+        """Fill both caches for the window of the current text (at the start, and whenever the window slides)."""
+        self.s = context_start(self.n, self.target.config.block_size, self.keep)
+        self.target_cache.reset()
+        self.draft_cache.reset()
+        if self.n - 1 > self.s:
+            self.target(self.buf[self.s:self.n - 1].view(1, -1), cache=self.target_cache)
+        self.draft_len = self.s
+
+    @torch.inference_mode()
+    def step(self) -> Round:
+        """Run one round: draft, verify in one target call, accept/reject, roll back the caches."""
+        if self.done:
+            raise RuntimeError("all max_new_tokens are generated; make a new SpeculativeDecoder to go on")
+        n, s, buf, temperature = self.n, self.s, self.buf, self.sampling["temperature"]
+        k = _draft_budget(n, self.gamma, self.end - n, self.target.config.block_size, self.keep)
+        drafts, q = propose(self.draft, self.draft_cache, buf[self.draft_len:n].view(1, -1), k, **self.sampling,
+                            generator=self.generator)
+        logits = score(self.target, self.target_cache, torch.cat([buf[n - 1:n], drafts]))  # (k+1, V)
         if temperature == 0:
             j, token = verify_greedy(logits, drafts)
         else:
-            p = logits_to_probs(logits, temperature, top_k, top_p)
-            j, token = verify_sampling(p, q if q is not None else p[:0], drafts, generator)
+            p = logits_to_probs(logits, temperature, self.sampling["top_k"], self.sampling["top_p"])
+            j, token = verify_sampling(p, q if q is not None else p[:0], drafts, self.generator)
         buf[n:n + j] = drafts[:j]
         buf[n + j] = token
-        # roll back: the target keeps seq[s:n+j] (all but the new last token), the draft what it fed and was kept
-        t_cache.truncate(n + j - s)
+        # roll back: the target keeps seq[s:n+j] (all but the new last token); the draft fed seq up to n+k-1
+        self.target_cache.truncate(n + j - s)
         if k:
-            draft_len = min(n + j, n + k - 1)
-            d_cache.truncate(draft_len - s)
-        stats.rounds += 1
-        stats.proposed += k
-        stats.accepted += j
-        stats.rejected += int(j < k)
-        stats.new_tokens += j + 1
-        stats.draft_calls += k
-        yield Round(position=n, proposed=drafts.tolist(), accepted=j, token=token)
-        n += j + 1
-        if n < end and context_start(n, W, keep) != s:  # the window slid: rebuild both caches
-            s, draft_len = rebuild(n)
+            self.draft_len = min(n + j, n + k - 1)
+            self.draft_cache.truncate(self.draft_len - s)
+        st = self.stats
+        st.rounds, st.proposed, st.accepted = st.rounds + 1, st.proposed + k, st.accepted + j
+        st.rejected, st.new_tokens, st.draft_calls = st.rejected + int(j < k), st.new_tokens + j + 1, st.draft_calls + k
+        self.n = n + j + 1
+        if not self.done and context_start(self.n, self.target.config.block_size, self.keep) != s:
+            self._rebuild()  # the window slid: both caches restart from the kept tokens
+        return Round(position=n, proposed=drafts.tolist(), accepted=j, token=token)
 
 
-def speculative_generate(target: GPT, draft: GPT, prompt, max_new_tokens: int, **kwargs) -> tuple[torch.Tensor, SpecStats]:
-    """The new tokens (1, max_new_tokens) after prompt, and the run's statistics; keyword arguments as iter_rounds."""
-    stats = SpecStats(kwargs.get("gamma", 4))
-    tokens = [t for r in iter_rounds(target, draft, prompt, max_new_tokens, stats=stats, **kwargs)
-              for t in r.new_tokens]
-    device = next(target.parameters()).device
-    return torch.tensor(tokens, dtype=torch.long, device=device).view(1, -1), stats
+def iter_rounds(target: GPT, draft: GPT, prompt, max_new_tokens: int, **kwargs) -> Iterator[Round]:
+    """Yield the rounds of speculative decoding after `prompt`; keyword arguments as SpeculativeDecoder."""
+    decoder = SpeculativeDecoder(target, draft, prompt, max_new_tokens, **kwargs)
+    while not decoder.done:
+        yield decoder.step()
+
+
+def speculative_generate(target: GPT, draft: GPT, prompt, max_new_tokens: int,
+                         **kwargs) -> tuple[torch.Tensor, SpecStats]:
+    """The new tokens (1, max_new_tokens) after prompt, and the run's statistics; keywords as SpeculativeDecoder."""
+    decoder = SpeculativeDecoder(target, draft, prompt, max_new_tokens, **kwargs)
+    while not decoder.done:
+        decoder.step()
+    return decoder.tokens[decoder.prompt_len:].view(1, -1).clone(), decoder.stats

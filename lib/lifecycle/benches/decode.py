@@ -1,0 +1,156 @@
+"""`python -m lifecycle.bench decode`: greedy decode speed at batch 1, without and with the KV cache, and against
+Hugging Face's `GPT2LMHeadModel.generate()` carrying the same weights.
+
+Two sets of variants, all timed interleaved (A B C D A B C D …, medians) in one process:
+
+  512 new tokens (the issue's length), after a one-token prompt:
+    ours_nocache_512  lifecycle.generate.generate(use_cache=False): every step re-runs the whole window
+    ours_cache_512    generate(use_cache=True): one prefill, then one decode step per token
+  When 512 exceeds the teacher's window (block_size 384), both slide it by the same rule (lifecycle.generate:
+  keep the last half, rebuild the cache by one prefill), so they still produce identical tokens.
+
+  block_size new tokens (the longest run that fits the window), after a one-token prompt:
+    ours_cache_fit    as above
+    hf_generate_fit   transformers' generate(do_sample=False, max_new_tokens=min_new_tokens=N) on to_hf_gpt2(model)
+  The last token is sampled but never fed back, so positions 0..block_size-1 are used: HF's GPT-2, which cannot go
+  past n_positions, runs the same work. min_new_tokens = N means HF never stops early at its end-of-text token.
+
+cache_vs_nocache = ours_cache_512 ÷ ours_nocache_512 (tokens/s); ours_vs_hf = ours_cache_fit ÷ hf_generate_fit.
+The run is repeated with one torch thread: at batch 1 the matrices are too small to split across threads, and on a
+busy machine a second thread mostly waits at barriers; both are reported, the headline ratios at the default count.
+Decode speed does not depend on the weights' values: --quick (128 new tokens, the long set starting 64 tokens
+before the window's end so it still slides) times the teacher's architecture with random weights when the trained
+teacher is not cached (said in the notes); a full run loads the teacher, training it once if needed.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import torch
+
+from .. import zoo
+from ..bench import Report, interleaved
+from ..device import num_threads, pick_device
+from ..generate import generate
+from ..model import GPT, preset, to_hf_gpt2
+from ..train import CheckpointError, read_checkpoint_meta
+
+
+def bench_model(device: torch.device, train_if_missing: bool) -> tuple[GPT, str | None]:
+    """The trained teacher, or (quick run, not cached yet) its architecture with random weights and a note."""
+    try:
+        read_checkpoint_meta(zoo.model_path("teacher", device))
+    except CheckpointError:
+        if not train_if_missing:
+            torch.manual_seed(0)
+            vocab = zoo.corpus().tokenizer.vocab_size
+            model = GPT(preset(zoo.teacher_preset(device), vocab_size=vocab)).to(device).eval()
+            return model, "teacher not cached: timed its architecture with random weights (speed does not depend on them)"
+    return zoo.get("teacher", device, progress=False), None
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' advisory log lines (its padding hint fires because token 0 doubles as pad)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def hf_generate_fn(hf, prompt: torch.Tensor, n_new: int):
+    """A no-argument function running HF greedy generation of exactly n_new tokens (returns only the new ones)."""
+    mask = torch.ones_like(prompt)
+
+    def fn():
+        with torch.inference_mode():
+            out = hf.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=n_new,
+                              min_new_tokens=n_new, pad_token_id=0)
+        return out[:, prompt.shape[1]:]
+    return fn
+
+
+def time_variants(model: GPT, hf, lengths: dict[str, tuple[int, int]], repeats: int,
+                  device: torch.device) -> dict[str, float]:
+    """Seconds (median) of each variant; lengths = {"long": (prompt_len, n_new), "fit": (1, n_fit)}."""
+    p_long, n_long = lengths["long"]
+    n_fit = lengths["fit"][1]
+    long_prompt = prompt_of(model, p_long, device)
+    fit_prompt = prompt_of(model, 1, device)
+    variants = {
+        "ours_nocache_512": lambda: generate(model, long_prompt, n_long, use_cache=False),
+        "ours_cache_512": lambda: generate(model, long_prompt, n_long),
+        "ours_cache_fit": lambda: generate(model, fit_prompt, n_fit),
+        "hf_generate_fit": hf_generate_fn(hf, fit_prompt, n_fit),
+    }
+    times = interleaved(variants, repeats=repeats, device=device)
+    return {name: t["median"] for name, t in times.items()}
+
+
+def prompt_of(model: GPT, length: int, device: torch.device) -> torch.Tensor:
+    """A fixed prompt (1, length): a newline (token 0 in the course's corpus) then counting token ids."""
+    return (torch.arange(length, device=device) * 7 % model.config.vocab_size)[None]
+
+
+def run(quick: bool = False) -> Report:
+    device = pick_device()
+    model, note = bench_model(device, train_if_missing=not quick)
+    W = model.config.block_size
+    n_new = 128 if quick else 512
+    lengths = {"long": (max(1, W - 64), n_new) if quick else (1, n_new), "fit": (1, min(n_new, W))}
+    n_of = {"ours_nocache_512": n_new, "ours_cache_512": n_new, "ours_cache_fit": lengths["fit"][1],
+            "hf_generate_fit": lengths["fit"][1]}
+    repeats = 2 if quick else 3
+    with warnings.catch_warnings(), quiet_transformers():
+        warnings.simplefilter("ignore")  # HF's generation-config advice is noise here
+        hf = to_hf_gpt2(model)
+        # The port names token 0 ('\n' in the course's corpus) end-of-text; GPT-2 text has no such token here, so
+        # HF must neither stop at it nor (min_new_tokens) suppress it: without an eos both run exactly N steps.
+        hf.generation_config.eos_token_id = None
+        checks = identical_tokens(model, hf, lengths, device)
+        results = {}
+        for threads in ([None] if quick else [None, 1]):
+            with num_threads(threads):
+                results[threads or torch.get_num_threads()] = time_variants(model, hf, lengths, repeats, device)
+    rows = [{"threads": threads, "variant": name, "prompt_tokens": lengths["fit" if name.endswith("fit") else "long"][0],
+             "new_tokens": n_of[name], "seconds": s, "tokens_per_s": n_of[name] / s, "ms_per_token": 1e3 * s / n_of[name]}
+            for threads, secs in results.items() for name, s in secs.items()]
+    ratios = {}
+    for threads, secs in results.items():
+        tps = {name: n_of[name] / s for name, s in secs.items()}
+        suffix = "" if threads == torch.get_num_threads() else f"_{threads}thread"
+        ratios[f"cache_vs_nocache{suffix}"] = tps["ours_cache_512"] / tps["ours_nocache_512"]
+        ratios[f"ours_vs_hf{suffix}"] = tps["ours_cache_fit"] / tps["hf_generate_fit"]
+    default = results[torch.get_num_threads()]
+    figures = {"block_size": W, "n_params": model.num_params(), "batch_size": 1, "threads": torch.get_num_threads(),
+               "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    figures |= {f"{name}_tokens_per_s": n_of[name] / s for name, s in default.items()} | checks
+    slides = lengths["long"][0] + n_new - 1 > W
+    notes = [f"greedy, batch 1; *_512: {n_new} new tokens after a {lengths['long'][0]}-token prompt"
+             + (f", past the {W}-token window: ours slides it (cache rebuilt by one prefill)" if slides else ""),
+             f"*_fit: {lengths['fit'][1]} new tokens after a 1-token prompt, positions 0..{lengths['fit'][1] - 1} "
+             f"inside the {W}-token window, so HF's GPT-2 can run the same work",
+             "HF: GPT2LMHeadModel.generate(do_sample=False, max_new_tokens=N, min_new_tokens=N) on to_hf_gpt2(model)"]
+    if not all(checks.values()):
+        notes.append(f"WARNING: some variants did not produce identical tokens: {checks}"
+                     + (" (random weights give near-tied logits)" if note else ""))
+    if note:
+        notes.append(note)
+    return Report(rows=rows, figures=figures, ratios=ratios, notes=notes)
+
+
+def identical_tokens(model: GPT, hf, lengths: dict[str, tuple[int, int]], device: torch.device) -> dict[str, bool]:
+    """Whether the variants being compared generate the same tokens (they must, for the timing to be fair)."""
+    p_long, n_long = lengths["long"]
+    long_prompt, fit_prompt = prompt_of(model, p_long, device), prompt_of(model, 1, device)
+    n_fit = lengths["fit"][1]
+    return {"same_tokens_cache_nocache": torch.equal(generate(model, long_prompt, n_long),
+                                                     generate(model, long_prompt, n_long, use_cache=False)),
+            "same_tokens_ours_hf": torch.equal(generate(model, fit_prompt, n_fit),
+                                               hf_generate_fn(hf, fit_prompt, n_fit)())}

@@ -1,0 +1,154 @@
+"""Tests of lifecycle.distill: the loss is what the formula says, and the students are trained the same way.
+
+Truths only: the distillation loss is zero when the student equals the teacher; its gradient matches the hand
+derivation alpha*T*(q_T - p_T) + (1 - alpha)*(q - onehot) on a small case; T and alpha are validated; a few
+distillation steps through the course's training loop move the student toward the teacher; the two students
+share architecture, recipe and initial weights, differing only in the loss.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lifecycle import distill
+from lifecycle.device import num_threads
+from lifecycle.distill import (DistillConfig, check_distill, distillation_loss, make_loss_fn, soft_targets,
+                               student_config)
+from lifecycle.model import GPT, preset
+from lifecycle.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    with num_threads(1):
+        yield
+
+
+def test_loss_is_zero_when_student_equals_teacher():
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0)) * 3
+    for T in (0.5, 1.0, 2.0, 4.0):
+        assert distillation_loss(logits, logits.clone(), None, temperature=T, alpha=1.0).item() == \
+            pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_is_zero_for_a_model_distilled_into_itself():
+    torch.manual_seed(0)
+    model = GPT(preset("test")).eval()
+    x = torch.randint(0, 32, (2, 16))
+    loss = make_loss_fn(model, DistillConfig(temperature=2.0, alpha=1.0))(model, x, x)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_matches_the_formula():
+    gen = torch.Generator().manual_seed(1)
+    s, t = torch.randn(3, 4, 6, generator=gen), torch.randn(3, 4, 6, generator=gen)
+    y = torch.randint(0, 6, (3, 4), generator=gen)
+    T, alpha = 2.5, 0.7
+    p = torch.softmax(t / T, -1)
+    kl = (p * (p.log() - torch.log_softmax(s / T, -1))).sum(-1).mean()  # mean over the 12 positions
+    ce = F.cross_entropy(s.view(-1, 6), y.view(-1))
+    expected = alpha * T ** 2 * kl + (1 - alpha) * ce
+    assert distillation_loss(s, t, y, T, alpha).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert distillation_loss(s, t, y, T, 0.0).item() == pytest.approx(ce.item(), rel=1e-6)  # alpha 0: labels only
+
+
+def test_gradient_matches_hand_computation():
+    """d loss / d s = [alpha * T * (softmax(s/T) - softmax(t/T)) + (1 - alpha) * (softmax(s) - onehot(y))] / N."""
+    s = torch.tensor([[1.0, -0.5, 0.3], [0.2, 0.9, -1.2]], requires_grad=True)  # N = 2 positions, V = 3
+    t = torch.tensor([[2.0, 0.0, -1.0], [-0.3, 0.4, 0.8]])
+    y = torch.tensor([0, 2])
+    T, alpha = 3.0, 0.6
+    distillation_loss(s, t, y, T, alpha).backward()
+    sd = s.detach()
+    hand = (alpha * T * (torch.softmax(sd / T, -1) - torch.softmax(t / T, -1))
+            + (1 - alpha) * (torch.softmax(sd, -1) - F.one_hot(y, 3).float())) / 2
+    torch.testing.assert_close(s.grad, hand, rtol=1e-5, atol=1e-7)
+
+
+def test_temperature_softens():
+    logits = torch.tensor([4.0, 1.0, 0.0])
+    entropy = [-(p * p.log()).sum().item() for p in (soft_targets(logits, T) for T in (0.5, 1.0, 2.0, 8.0))]
+    assert entropy == sorted(entropy) and entropy[-1] < math.log(3)
+    torch.testing.assert_close(soft_targets(logits, 1.0), torch.softmax(logits, -1))
+
+
+@pytest.mark.parametrize("temperature", [0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_temperature_is_validated(temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        check_distill(temperature, 0.5)
+    with pytest.raises(ValueError, match="temperature"):
+        DistillConfig(temperature=temperature)
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), temperature, 0.5)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.01, float("nan"), None, False])
+def test_alpha_is_validated(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        check_distill(2.0, alpha)
+    with pytest.raises(ValueError, match="alpha"):
+        DistillConfig(alpha=alpha)
+
+
+def test_shapes_and_labels_are_checked():
+    with pytest.raises(ValueError, match="vocab_size"):
+        distillation_loss(torch.zeros(2, 3), torch.zeros(2, 4), None, 1.0, 1.0)
+    with pytest.raises(ValueError, match="targets"):
+        distillation_loss(torch.zeros(2, 3), torch.zeros(2, 3), None, 1.0, 0.5)
+
+
+def test_student_shares_tokenizer_and_window_and_is_a_quarter_of_the_teacher():
+    teacher = GPT(preset("cpu", vocab_size=84))
+    cfg = student_config(teacher)
+    assert (cfg.vocab_size, cfg.block_size) == (84, teacher.config.block_size)
+    assert GPT(cfg).num_params() <= teacher.num_params() / 4
+
+
+def test_distillation_through_the_training_loop_moves_the_student_to_the_teacher(small_corpus):
+    vocab = small_corpus.tokenizer.vocab_size
+    torch.manual_seed(0)
+    teacher = GPT(preset("test", vocab_size=vocab)).eval()
+    with torch.no_grad():  # a teacher with opinions: larger weights give peaked distributions
+        for p in teacher.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+    torch.manual_seed(1)
+    student = GPT(preset("test", vocab_size=vocab, n_layer=1))
+    x = small_corpus.val[:16 * 4].view(4, 16)
+    loss_fn = make_loss_fn(teacher, DistillConfig(temperature=1.0, alpha=1.0))
+    with torch.no_grad():
+        before = loss_fn(student.eval(), x, x).item()
+    cfg = TrainConfig(max_iters=40, batch_size=8, block_size=16, lr=1e-2, min_lr=1e-3, warmup_iters=5,
+                      eval_interval=40, eval_iters=2)
+    train(student, small_corpus.train, small_corpus.val, cfg, device="cpu", loss_fn=loss_fn, progress=False)
+    with torch.no_grad():
+        after = loss_fn(student.eval(), x, x).item()
+    assert after < 0.7 * before
+
+
+def test_students_differ_only_in_the_loss(small_corpus, monkeypatch):
+    """train_student and train_student_scratch: same config, same initial weights, same batches; distinct loss."""
+    vocab = small_corpus.tokenizer.vocab_size
+    torch.manual_seed(0)
+    teacher = GPT(preset("test", vocab_size=vocab)).eval()
+    seen = {}
+
+    def fake_train(model, train_data, val_data, cfg, **kw):
+        seen.setdefault("init", []).append({k: v.clone() for k, v in model.state_dict().items()})
+        seen.setdefault("cfg", []).append(cfg)
+        seen.setdefault("loss_fn", []).append(kw.get("loss_fn"))
+        return "result"
+
+    monkeypatch.setattr(distill, "_teacher_for", lambda corpus, device: teacher)
+    monkeypatch.setattr(distill, "train", fake_train)
+    monkeypatch.setattr(distill, "student_config", lambda t: preset("test", vocab_size=vocab, n_layer=1))
+    m1, r1 = distill.train_student(small_corpus, torch.device("cpu"), progress=False)
+    m2, r2 = distill.train_student_scratch(small_corpus, torch.device("cpu"), progress=False)
+    assert r1 == r2 == "result" and m1.config == m2.config
+    a, b = seen["init"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # identical starting weights
+    assert seen["cfg"][0] is seen["cfg"][1]
+    assert callable(seen["loss_fn"][0]) and seen["loss_fn"][1] is None
