@@ -15,6 +15,7 @@ from lifecycle.model import GPT, preset
 
 # slack for the fp32 division w / s before rounding (|w / s| <= 127.5, relative error 2^-24)
 ROUNDING = 1e-5
+TINY = torch.finfo(torch.float32).tiny  # the smallest scale the library uses (an all-zero row gets it)
 
 
 @st.composite
@@ -46,6 +47,8 @@ def test_int8_round_trip_error_is_at_most_half_a_step(w, scale_dtype):
     step = s.double()[:, None]
     assert (err <= step * (0.5 + ROUNDING)).all()
     assert torch.equal(q[w == 0], torch.zeros_like(q[w == 0]))  # zero stays exactly zero
+    normal = w.abs().amax(dim=1) >= 127 * TINY  # below that the scale is floored at TINY
+    assert (q.abs().amax(dim=1)[normal] == 127).all()  # the grid is as fine as it can be: the largest |w| -> ±127
 
 
 @settings(deadline=None, max_examples=200)
@@ -60,6 +63,9 @@ def test_int4_round_trip_error_is_at_most_half_a_group_step(w, group_size, scale
     err = (w.double() - Q.dequantize_int4(packed, s).double()).abs()
     step = s.double().repeat_interleave(group_size, dim=1)  # each column's own group scale
     assert (err <= step * (0.5 + ROUNDING)).all()
+    q_groups = Q.unpack_int4(packed).view(rows, -1, group_size)
+    normal = w.view(rows, -1, group_size).abs().amax(dim=-1) >= 7 * TINY
+    assert (q_groups.abs().amax(dim=-1)[normal] == 7).all()  # each group's largest |w| -> ±7
 
 
 @given(codes=st.lists(st.integers(-8, 7), min_size=1, max_size=64).map(lambda c: c + c[-1:] * (len(c) % 2)))
@@ -68,6 +74,11 @@ def test_int4_pack_unpack_is_lossless(codes):
     packed = Q.pack_int4(q)
     assert packed.shape == (1, len(codes) // 2)
     assert torch.equal(Q.unpack_int4(packed), q)
+
+
+def test_int4_layout_is_offset_binary_low_nibble_first():
+    packed = Q.pack_int4(torch.tensor([[-3, 5, 7, -8]], dtype=torch.int8))
+    assert packed.tolist() == [[0b1101_0101, 0b0000_1111]]  # (5+8)<<4 | (-3+8), (-8+8)<<4 | (7+8)
 
 
 def test_every_byte_unpacks_and_packs_back():
@@ -179,10 +190,13 @@ def test_clear_errors(model, monkeypatch, tmp_path):
         Q.quantize_int8(torch.tensor([[1.0, float("nan")]]))
     with pytest.raises(ValueError, match="save_quantized needs a model made by"):
         Q.save_quantized(model, tmp_path / "plain")
+    with pytest.raises(ValueError, match="already int8; quantize the original fp32 model"):
+        Q.quantize_model(Q.quantize_model(model, "int8"), "int4")
     with pytest.raises(FileNotFoundError, match="no quantized model"):
         Q.load_quantized(tmp_path / "missing")
     monkeypatch.setattr(Q, "supports_dtype", lambda device, dtype: dtype != torch.bfloat16)
-    with pytest.raises(ValueError, match=r"bf16 is not supported on this device \(cpu\); use one of \['fp32', 'fp16'\]"):
+    expected = r"bf16 is not supported on this device \(cpu\); use one of \['fp32', 'fp16'\]"
+    with pytest.raises(ValueError, match=expected):
         Q.quantize_model(model, "bf16")
 
 

@@ -106,7 +106,7 @@ def test_rounds_report_what_happened(target, draft):
     for r in iter_rounds(target, draft, prompt, 40, gamma=3):
         assert 0 <= r.accepted <= len(r.proposed) <= 3
         assert r.new_tokens == r.proposed[:r.accepted] + [r.token]
-        assert r.bonus == (r.accepted == len(r.proposed))
+        assert r.bonus == (0 < r.accepted == len(r.proposed))
         assert r.position == len(text)
         text += r.new_tokens
     assert text[4:] == generate(target, prompt, 40, temperature=0)[0].tolist()
@@ -229,6 +229,8 @@ def test_expected_speedup_hand_cases():
     assert expected_speedup(0.8, 4, 0.25) == pytest.approx((1 - 0.8 ** 5) / (0.2 * 2.0))
     assert expected_speedup(0.0, 3, 0.5) < 1  # a useless draft only costs time
     assert best_gamma(0.9, 0.05) > best_gamma(0.6, 0.05) > 0  # better drafts deserve longer rounds
+    assert expected_speedup(0.8, 4, 0.25, verify_cost=1.0) == expected_speedup(0.8, 4, 0.25)  # the paper's model
+    assert expected_speedup(0.8, 4, 0.25, verify_cost=1.5) == pytest.approx((1 - 0.8 ** 5) / (0.2 * 2.5))
 
 
 def test_stats_properties():
@@ -245,6 +247,7 @@ def test_stats_properties():
     (expected_tokens_per_call, (1.2, 3), "alpha"),
     (expected_tokens_per_call, (0.5, -1), "gamma"),
     (expected_speedup, (0.5, 3, -0.1), "c "),
+    (expected_speedup, (0.5, 3, 0.1, 0.0), "verify_cost"),
 ])
 def test_formula_validates(fn, args, match):
     with pytest.raises(ValueError, match=match):

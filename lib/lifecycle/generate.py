@@ -2,7 +2,7 @@
 
 The chain, each step small enough to run in its own notebook cell (after gpt-fast's generate.py):
 
-    logits_to_probs → sample → prefill → decode_one_token → iter_steps → iter_tokens → generate / generate_text
+    logits_to_probs → sample → prefill → decode_one_token → iter_steps → iter_tokens → generate(_text)
 
 (iter_steps yields each token with the logits it came from; iter_tokens only the tokens, for streaming.)
 
@@ -72,7 +72,7 @@ def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int |
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     if top_p is not None and top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)  # ties: lowest id first, as argmax
         before = sorted_probs.cumsum(-1) - sorted_probs  # probability mass ranked above each token
         sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)

@@ -117,7 +117,8 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return torch.stack((low, high), dim=-1).flatten(-2).to(torch.int8) - 8  # (..., n/2, 2) → (..., n)
 
 
-def quantize_int4(w: torch.Tensor, group_size: int = 64, scale_dtype: str = "bf16") -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_int4(w: torch.Tensor, group_size: int = 64,
+                  scale_dtype: str = "bf16") -> tuple[torch.Tensor, torch.Tensor]:
     """w (out, in) → packed codes uint8 (out, in/2) and scales (out, in/group_size), one per group of columns."""
     _check_weight(w)
     out_f, in_f = w.shape
@@ -237,11 +238,18 @@ def _as_config(cfg: QuantConfig | str) -> QuantConfig:
     return QuantConfig(cfg) if isinstance(cfg, str) else cfg
 
 
+def _check_unquantized(model: GPT) -> None:
+    done = getattr(model, "quant_config", None)
+    if done is not None and done.scheme != "fp32":
+        raise ValueError(f"this model is already {done.scheme}; quantize the original fp32 model instead")
+
+
 def cast(model: GPT, dtype: str | torch.dtype) -> GPT:
     """A copy of `model` with every tensor in `dtype` ('fp32', 'fp16' or 'bf16'); refuses dtypes the device lacks."""
     name = next((k for k, v in FLOAT_DTYPES.items() if v == dtype), dtype)
     if name not in FLOAT_DTYPES:
         raise ValueError(f"cast() takes one of {sorted(FLOAT_DTYPES)}, got {dtype!r}")
+    _check_unquantized(model)
     device = next(model.parameters()).device
     if not supports_dtype(device, FLOAT_DTYPES[name]):
         others = [k for k, v in FLOAT_DTYPES.items() if k != name and supports_dtype(device, v)]
@@ -255,6 +263,7 @@ def quantize_model(model: GPT, cfg: QuantConfig | str = "int8") -> GPT:
     """A quantized deep copy of `model`: quantized layers swapped in for nn.Linear (and nn.Embedding); the original
     is untouched. Float schemes ('fp16', 'bf16', 'fp32') are plain casts."""
     cfg = _as_config(cfg)
+    _check_unquantized(model)
     if cfg.scheme in FLOAT_DTYPES:
         return cast(model, cfg.scheme)
     out = copy.deepcopy(model).eval()  # deepcopy keeps the head tied to the token table
@@ -396,15 +405,27 @@ def prompt_set(data: torch.Tensor, n: int = 16, length: int = 32, seed: int = 0)
 
 
 @torch.no_grad()
+def greedy_choices(model: nn.Module, seq: torch.Tensor, start: int) -> torch.Tensor:
+    """The model's greedy next token at every position of seq (P, S) from `start` on: (P, S - start)."""
+    logits, _ = model(seq.to(next(model.parameters()).device))
+    return logits[:, start:].argmax(-1).cpu()
+
+
+@torch.no_grad()
+def agreement_text(reference: nn.Module, prompts: torch.Tensor, n_new: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed text every model is judged on: each prompt (P, T0) followed by the reference's greedy
+    continuation, and the reference's own choices along it. Returns (seq (P, T0 + n_new - 1), choices (P, n_new))."""
+    prompts = prompts.to(next(reference.parameters()).device)
+    seq = torch.cat([prompts, generate(reference, prompts, n_new)], dim=1)[:, :-1]
+    start = prompts.shape[1] - 1  # the position whose output predicts the first new token
+    return seq, greedy_choices(reference, seq, start)
+
+
 def greedy_agreement(model: nn.Module, reference: nn.Module, prompts: torch.Tensor, n_new: int = 32) -> float:
     """Share of positions where `model` picks the same greedy next token as `reference`, both reading the
     reference's own greedy continuation of each prompt (so one early difference does not spoil the rest)."""
-    device = next(reference.parameters()).device
-    prompts = prompts.to(device)
-    seq = torch.cat([prompts, generate(reference, prompts, n_new)], dim=1)[:, :-1]  # (P, T0 + n_new - 1)
-    start = prompts.shape[1] - 1  # the position whose output predicts the first new token
-    ours = model(seq.to(next(model.parameters()).device))[0][:, start:].argmax(-1).to(device)
-    theirs = reference(seq)[0][:, start:].argmax(-1)
+    seq, theirs = agreement_text(reference, prompts, n_new)
+    ours = greedy_choices(model, seq, prompts.shape[1] - 1)
     return (ours == theirs).float().mean().item()
 
 

@@ -5,8 +5,8 @@ Chen et al. (2023), "Accelerating Large Language Model Decoding with Speculative
 
 1. the draft proposes gamma tokens d_1..d_gamma, one cheap decode step each, with its own KV cache;
 2. the target runs once over [last token, d_1..d_gamma] with its KV cache: gamma + 1 next-token distributions
-   p_1..p_{gamma+1} for the price of about one decode step (at small batch, a step costs the weights' trip
-   through memory and the per-layer overhead, not the arithmetic);
+   p_1..p_{gamma+1} for little more than the price of one decode step (at batch 1, a step's cost is mostly the
+   weights' trip through memory and the per-layer overhead, which a few more tokens share);
 3. d_i is accepted with probability min(1, p_i(d_i) / q_i(d_i)), left to right, until the first rejection;
    a rejected position gets a token drawn from the residual max(0, p_i - q_i) (normalized) instead, and when
    every draft is accepted the target's last distribution gives one bonus token;
@@ -19,7 +19,9 @@ they equal the target's argmax", and the output equals the target's own greedy o
 
 Expected cost (Leviathan et al., section 3): if each draft is accepted with probability alpha (independently),
 a round yields E = (1 - alpha^(gamma+1)) / (1 - alpha) tokens for one target call and gamma draft steps, and a
-draft step costs c target steps, so the expected speedup over the target alone is E / (gamma * c + 1).
+draft step costs c target steps, so the expected speedup over the target alone is E / (gamma * c + 1). (On a CPU at
+this course's size, the pass over gamma + 1 tokens costs noticeably more than one step; `expected_speedup` takes that
+measured cost as an option.)
 
 The context window follows `lifecycle.generate.context_start`, exactly as `generate` does: a round never
 drafts across a point where the window slides, and when it slides both caches are rebuilt from the kept tokens.
@@ -31,16 +33,16 @@ from typing import Iterator
 
 import torch
 
-from .generate import _as_batch, check_sampling, context_start, logits_to_probs
+from .generate import _as_batch, _is_int, _is_real, check_sampling, context_start, logits_to_probs
 from .model import GPT, KVCache
 
 
 # ---- the expected-speedup arithmetic (Leviathan et al. 2023, section 3) ----
 
 def _check_alpha_gamma(alpha: float, gamma: int) -> None:
-    if not 0.0 <= alpha <= 1.0:
+    if not _is_real(alpha) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha (acceptance rate) must be in [0, 1], got {alpha!r}")
-    if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 0:
+    if not _is_int(gamma) or gamma < 0:
         raise ValueError(f"gamma (draft tokens per round) must be an integer >= 0, got {gamma!r}")
 
 
@@ -52,14 +54,19 @@ def expected_tokens_per_call(alpha: float, gamma: int) -> float:
     return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
 
 
-def expected_speedup(alpha: float, gamma: int, c: float) -> float:
+def expected_speedup(alpha: float, gamma: int, c: float, verify_cost: float = 1.0) -> float:
     """Predicted speedup over the target alone: (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma*c + 1)).
 
-    c is the cost of one draft step divided by the cost of one target step (measure it).
+    c is the cost of one draft step divided by the cost of one target step (measure it). verify_cost is the cost of
+    the target's pass over gamma + 1 tokens in target steps: 1 in the paper's model (at large scale the pass costs
+    what one step costs); measure it where that does not hold, and the denominator becomes gamma*c + verify_cost.
     """
-    if not c >= 0:
+    if not _is_real(c) or not c >= 0:
         raise ValueError(f"c (draft step cost / target step cost) must be >= 0, got {c!r}")
-    return expected_tokens_per_call(alpha, gamma) / (gamma * c + 1.0)
+    if not _is_real(verify_cost) or not verify_cost > 0:
+        raise ValueError(f"verify_cost (target pass over gamma+1 tokens / one target step) must be > 0, "
+                         f"got {verify_cost!r}")
+    return expected_tokens_per_call(alpha, gamma) / (gamma * c + verify_cost)
 
 
 def best_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:
@@ -103,11 +110,12 @@ def verify_greedy(target_logits: torch.Tensor, drafts: torch.Tensor) -> tuple[in
 
     target_logits: (k+1, V); drafts: (k,). Same as verify_sampling with point-mass p and q.
     """
-    best = target_logits.argmax(dim=-1)  # (k+1,) the target's own greedy choice after each prefix
-    k = drafts.shape[0]
-    match = best[:k] == drafts
-    j = k if bool(match.all()) else int(match.to(torch.int8).argmin())
-    return j, int(best[j])
+    best = target_logits.argmax(dim=-1).tolist()  # the target's own greedy choice after each prefix (k+1)
+    proposed = drafts.tolist()
+    j = 0
+    while j < len(proposed) and proposed[j] == best[j]:  # plain Python: k is small, tensor ops cost more here
+        j += 1
+    return j, best[j]
 
 
 # ---- the draft and target halves of a round ----
@@ -170,6 +178,15 @@ class SpecStats:
     def tokens_per_target_call(self) -> float:
         return self.new_tokens / self.rounds if self.rounds else 0.0
 
+    def add(self, proposed: int, accepted: int) -> None:
+        """Count one round: `proposed` drafts (one draft call each), `accepted` of them kept, plus one target token."""
+        self.rounds += 1
+        self.proposed += proposed
+        self.accepted += accepted
+        self.rejected += int(accepted < proposed)
+        self.new_tokens += accepted + 1
+        self.draft_calls += proposed
+
     def summary(self) -> dict:
         return asdict(self) | {"acceptance_rate": self.acceptance_rate,
                                "tokens_per_target_call": self.tokens_per_target_call}
@@ -186,7 +203,8 @@ class Round:
 
     @property
     def bonus(self) -> bool:
-        return self.accepted == len(self.proposed)
+        """Every proposal was accepted, so the target's token came free with the same call."""
+        return 0 < len(self.proposed) == self.accepted
 
     @property
     def new_tokens(self) -> list[int]:
@@ -216,9 +234,9 @@ class SpeculativeDecoder:
                  temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None, keep: int | None = None):
         check_sampling(temperature, top_k, top_p)
-        if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
+        if not _is_int(gamma) or gamma < 1:
             raise ValueError(f"gamma (draft tokens per round) must be an integer >= 1, got {gamma!r}")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        if not _is_int(max_new_tokens) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         W = target.config.block_size
         if (draft.config.vocab_size, draft.config.block_size) != (target.config.vocab_size, W):
@@ -286,9 +304,7 @@ class SpeculativeDecoder:
         if k:
             self.draft_len = min(n + j, n + k - 1)
             self.draft_cache.truncate(self.draft_len - s)
-        st = self.stats
-        st.rounds, st.proposed, st.accepted = st.rounds + 1, st.proposed + k, st.accepted + j
-        st.rejected, st.new_tokens, st.draft_calls = st.rejected + int(j < k), st.new_tokens + j + 1, st.draft_calls + k
+        self.stats.add(proposed=k, accepted=j)
         self.n = n + j + 1
         if not self.done and context_start(self.n, self.target.config.block_size, self.keep) != s:
             self._rebuild()  # the window slid: both caches restart from the kept tokens

@@ -3,10 +3,10 @@ Hugging Face's `GPT2LMHeadModel.generate()` carrying the same weights.
 
 Two sets of variants, all timed interleaved (A B C D A B C D …, medians) in one process:
 
-  512 new tokens (the issue's length), after a one-token prompt:
+  512 new tokens (the length this course benchmarks), after a one-token prompt:
     ours_nocache_512  lifecycle.generate.generate(use_cache=False): every step re-runs the whole window
     ours_cache_512    generate(use_cache=True): one prefill, then one decode step per token
-  When 512 exceeds the teacher's window (block_size 384), both slide it by the same rule (lifecycle.generate:
+  When 512 exceeds the window (the cpu teacher has block_size 384), both slide it by the same rule (lifecycle.generate:
   keep the last half, rebuild the cache by one prefill), so they still produce identical tokens.
 
   block_size new tokens (the longest run that fits the window), after a one-token prompt:
@@ -47,7 +47,8 @@ def bench_model(device: torch.device, train_if_missing: bool) -> tuple[GPT, str 
             torch.manual_seed(0)
             vocab = zoo.corpus().tokenizer.vocab_size
             model = GPT(preset(zoo.teacher_preset(device), vocab_size=vocab)).to(device).eval()
-            return model, "teacher not cached: timed its architecture with random weights (speed does not depend on them)"
+            return model, ("teacher not cached: timed its architecture with random weights "
+                           "(speed does not depend on them)")
     return zoo.get("teacher", device, progress=False), None
 
 
@@ -110,16 +111,18 @@ def run(quick: bool = False) -> Report:
     with warnings.catch_warnings(), quiet_transformers():
         warnings.simplefilter("ignore")  # HF's generation-config advice is noise here
         hf = to_hf_gpt2(model)
-        # The port names token 0 ('\n' in the course's corpus) end-of-text; GPT-2 text has no such token here, so
-        # HF must neither stop at it nor (min_new_tokens) suppress it: without an eos both run exactly N steps.
+        # The port calls token 0 end-of-text, but in the course's corpus it is '\n', ordinary text: with no eos, HF
+        # neither stops at it nor suppresses it (min_new_tokens) and runs exactly N steps, like ours.
         hf.generation_config.eos_token_id = None
         checks = identical_tokens(model, hf, lengths, device)
         results = {}
         for threads in ([None] if quick else [None, 1]):
             with num_threads(threads):
                 results[threads or torch.get_num_threads()] = time_variants(model, hf, lengths, repeats, device)
-    rows = [{"threads": threads, "variant": name, "prompt_tokens": lengths["fit" if name.endswith("fit") else "long"][0],
-             "new_tokens": n_of[name], "seconds": s, "tokens_per_s": n_of[name] / s, "ms_per_token": 1e3 * s / n_of[name]}
+    rows = [{"threads": threads, "variant": name,
+             "prompt_tokens": lengths["fit" if name.endswith("fit") else "long"][0],
+             "new_tokens": n_of[name], "seconds": s, "tokens_per_s": n_of[name] / s,
+             "ms_per_token": 1e3 * s / n_of[name]}
             for threads, secs in results.items() for name, s in secs.items()]
     ratios = {}
     for threads, secs in results.items():
@@ -136,7 +139,8 @@ def run(quick: bool = False) -> Report:
              + (f", past the {W}-token window: ours slides it (cache rebuilt by one prefill)" if slides else ""),
              f"*_fit: {lengths['fit'][1]} new tokens after a 1-token prompt, positions 0..{lengths['fit'][1] - 1} "
              f"inside the {W}-token window, so HF's GPT-2 can run the same work",
-             "HF: GPT2LMHeadModel.generate(do_sample=False, max_new_tokens=N, min_new_tokens=N) on to_hf_gpt2(model)"]
+             "HF: GPT2LMHeadModel.generate(do_sample=False, max_new_tokens=N, min_new_tokens=N) on to_hf_gpt2(model), "
+             "generation_config.eos_token_id=None (token 0 is '\\n' here, not an end of text)"]
     if not all(checks.values()):
         notes.append(f"WARNING: some variants did not produce identical tokens: {checks}"
                      + (" (random weights give near-tied logits)" if note else ""))

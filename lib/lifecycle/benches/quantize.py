@@ -18,7 +18,8 @@ from .. import zoo
 from ..bench import Report, interleaved
 from ..device import supports_dtype
 from ..generate import generate
-from ..quantize import FLOAT_DTYPES, QuantConfig, greedy_agreement, nbytes, prompt_set, quantize_model, reference_int8, val_loss
+from ..quantize import (FLOAT_DTYPES, QuantConfig, agreement_text, greedy_choices, nbytes, prompt_set, quantize_model,
+                        reference_int8, val_loss)
 
 VARIANTS: dict[str, QuantConfig] = {
     "fp32": QuantConfig("fp32"),
@@ -73,10 +74,11 @@ def build(model, names: list[str] | None = None, reference: bool = True) -> tupl
 def quality(models: dict, val_data: torch.Tensor, m: MeasureConfig = MeasureConfig(), baseline: str = "fp32") -> dict:
     """{name: {val_loss, agreement}}: loss over fixed windows, greedy agreement with `baseline` on fixed prompts."""
     prompts = prompt_set(val_data, m.n_prompts, m.prompt_len)
+    seq, base_choices = agreement_text(models[baseline], prompts, m.agree_tokens)  # one text for every variant
     out = {}
     for name, model in models.items():
         loss = val_loss(model, val_data, m.val_batches, m.val_batch_size, m.val_block)
-        agree = greedy_agreement(model, models[baseline], prompts, m.agree_tokens)
+        agree = (greedy_choices(model, seq, m.prompt_len - 1) == base_choices).float().mean().item()
         out[name] = {"val_loss": loss, "agreement": agree}
     return out
 
