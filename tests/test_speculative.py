@@ -234,7 +234,7 @@ def test_expected_speedup_hand_cases():
 
 
 def test_stats_properties():
-    s = SpecStats(gamma=4, rounds=10, proposed=40, accepted=27, rejected=8, new_tokens=37, draft_calls=40)
+    s = SpecStats(gamma=4, rounds=10, proposed=40, accepted=27, rejected=8, new_tokens=37)
     assert s.acceptance_rate == pytest.approx(27 / 35)
     assert s.tokens_per_target_call == pytest.approx(3.7)
     assert s.summary()["acceptance_rate"] == pytest.approx(27 / 35)

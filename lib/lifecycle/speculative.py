@@ -158,11 +158,10 @@ class SpecStats:
 
     gamma: int
     rounds: int = 0  # target verification calls
-    proposed: int = 0  # draft tokens proposed
+    proposed: int = 0  # draft tokens proposed (one draft forward call each)
     accepted: int = 0  # draft tokens accepted
     rejected: int = 0  # rounds that ended in a rejection
     new_tokens: int = 0
-    draft_calls: int = 0
 
     @property
     def acceptance_rate(self) -> float:
@@ -185,7 +184,6 @@ class SpecStats:
         self.accepted += accepted
         self.rejected += int(accepted < proposed)
         self.new_tokens += accepted + 1
-        self.draft_calls += proposed
 
     def summary(self) -> dict:
         return asdict(self) | {"acceptance_rate": self.acceptance_rate,

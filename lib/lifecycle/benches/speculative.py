@@ -31,10 +31,10 @@ import torch
 
 from .. import zoo
 from ..bench import Report, interleaved
-from ..device import pick_device
+from ..device import pick_device, synchronize
 from ..generate import generate
-from ..model import GPT, preset
-from ..speculative import expected_speedup, speculative_generate
+from ..model import GPT, KVCache, preset
+from ..speculative import SpecStats, expected_speedup, speculative_generate
 from ..train import CheckpointError, read_checkpoint_meta
 
 
@@ -82,17 +82,17 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator))
 
 
-def acceptance(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamma: int) -> dict:
-    """Pooled statistics of greedy speculative decoding over the prompts, and whether every output matched."""
-    accepted = rejected = rounds = new = 0
-    identical = True
-    for p in prompts:
-        out, st = speculative_generate(target, draft, p, n_new, gamma=gamma)
-        identical &= bool(torch.equal(out, generate(target, p, n_new)))
-        accepted, rejected, rounds, new = accepted + st.accepted, rejected + st.rejected, rounds + st.rounds, \
-            new + st.new_tokens
-    alpha = accepted / (accepted + rejected) if accepted + rejected else 0.0
-    return {"alpha": alpha, "tokens_per_call": new / rounds, "identical": identical}
+def acceptance(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamma: int,
+               references: list[torch.Tensor] | None = None) -> dict:
+    """Pooled statistics of greedy speculative decoding over the prompts, and whether every output matched the
+    target's own greedy output (`references`, one per prompt; computed here when not given)."""
+    if references is None:
+        references = [generate(target, p, n_new) for p in prompts]
+    runs = [speculative_generate(target, draft, p, n_new, gamma=gamma) for p in prompts]
+    identical = all(torch.equal(out, reference) for (out, _), reference in zip(runs, references))
+    total = SpecStats(gamma, **{field: sum(getattr(st, field) for _, st in runs)
+                                for field in ("rounds", "accepted", "rejected", "new_tokens")})
+    return {"alpha": total.acceptance_rate, "tokens_per_call": total.tokens_per_target_call, "identical": identical}
 
 
 def sweep(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gammas: list[int],
@@ -107,9 +107,10 @@ def sweep(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamm
     c = paired_ratio(times["draft"], times["teacher"])
     context = min(200, target.config.block_size - max(gammas) - 1)
     costs = forward_costs(target, sorted({1} | {g + 1 for g in gammas}), context=context, device=device)
+    references = [generate(target, p, n_new) for p in prompts]  # the teacher's own output, once per prompt
     rows = []
     for g in gammas:
-        stats = acceptance(target, draft, prompts, n_new, g)
+        stats = acceptance(target, draft, prompts, n_new, g, references)
         verify = costs[g + 1] / costs[1]
         rows.append({"gamma": g, "alpha": stats["alpha"], "tokens_per_call": stats["tokens_per_call"],
                      "measured_speedup": paired_ratio(times["teacher"], times[f"spec_g{g}"]),
@@ -129,9 +130,6 @@ def forward_costs(model: GPT, n_tokens: list[int], context: int = 200, repeats: 
     The passes alternate between the k values (k1 k2 … k1 k2 …) and the cache is truncated back after each, so every
     pass sees the same context.
     """
-    from ..device import synchronize
-    from ..model import KVCache
-
     if context + max(n_tokens) > model.config.block_size:
         raise ValueError(f"context + max(n_tokens) = {context + max(n_tokens)} exceeds the window of "
                          f"{model.config.block_size} tokens; use a shorter context")
