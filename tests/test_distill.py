@@ -2,8 +2,9 @@
 
 Truths only: the distillation loss is zero when the student equals the teacher; its gradient matches the hand
 derivation alpha*T*(q_T - p_T) + (1 - alpha)*(q - onehot) on a small case; T and alpha are validated; a few
-distillation steps through the course's training loop move the student toward the teacher; the two students
-share architecture, recipe and initial weights, differing only in the loss.
+distillation steps through the course's training loop move the student toward the teacher; the three students
+share architecture, recipe and initial weights, differing only in the loss and in the teacher-written rows; those
+rows are the teacher's own continuations, and they replace exactly their share of each batch.
 """
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ import torch.nn.functional as F
 
 from lifecycle import distill
 from lifecycle.device import num_threads
-from lifecycle.distill import (DistillConfig, check_distill, distillation_loss, make_loss_fn, soft_targets,
-                               student_config)
+from lifecycle.data import get_batch
+from lifecycle.distill import (DistillConfig, check_distill, distillation_loss, make_loss_fn, mixed_batches,
+                               soft_targets, student_config, teacher_text)
+from lifecycle.generate import generate
 from lifecycle.model import GPT, preset
-from lifecycle.train import TrainConfig, train
+from lifecycle.train import TrainConfig, batch_generator, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,6 +96,17 @@ def test_alpha_is_validated(alpha):
         DistillConfig(alpha=alpha)
 
 
+@pytest.mark.parametrize("kw,match", [
+    (dict(generated_fraction=1.0), "generated_fraction"), (dict(generated_fraction=-0.1), "generated_fraction"),
+    (dict(generated_fraction=float("nan")), "generated_fraction"), (dict(generated_fraction="0.3"), "generated_fraction"),
+    (dict(generation_temperature=-1.0), "generation_temperature"),
+    (dict(generation_temperature=float("inf")), "generation_temperature"),
+    (dict(generation_temperature=None), "generation_temperature")])
+def test_teacher_text_settings_are_validated(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DistillConfig(**kw)
+
+
 def test_shapes_and_labels_are_checked():
     with pytest.raises(ValueError, match="vocab_size"):
         distillation_loss(torch.zeros(2, 3), torch.zeros(2, 4), None, 1.0, 1.0)
@@ -129,26 +143,86 @@ def test_distillation_through_the_training_loop_moves_the_student_to_the_teacher
     assert after < 0.7 * before
 
 
-def test_students_differ_only_in_the_loss(small_corpus, monkeypatch):
-    """train_student and train_student_scratch: same config, same initial weights, same batches; distinct loss."""
+def test_students_differ_only_in_the_loss_and_the_teacher_text(small_corpus, monkeypatch):
+    """The three students: same config, same initial weights, same training-text batches; the loss and the
+    teacher-written rows are the only differences."""
     vocab = small_corpus.tokenizer.vocab_size
     torch.manual_seed(0)
     teacher = GPT(preset("test", vocab_size=vocab)).eval()
-    seen = {}
+    seen = []
 
     def fake_train(model, train_data, val_data, cfg, **kw):
-        seen.setdefault("init", []).append({k: v.clone() for k, v in model.state_dict().items()})
-        seen.setdefault("cfg", []).append(cfg)
-        seen.setdefault("loss_fn", []).append(kw.get("loss_fn"))
+        seen.append({"init": {k: v.clone() for k, v in model.state_dict().items()}, "cfg": cfg,
+                     "loss_fn": kw.get("loss_fn"), "batch_fn": kw.get("batch_fn")})
         return "result"
 
     monkeypatch.setattr(distill, "_teacher_for", lambda corpus, device: teacher)
     monkeypatch.setattr(distill, "train", fake_train)
     monkeypatch.setattr(distill, "student_config", lambda t: preset("test", vocab_size=vocab, n_layer=1))
-    m1, r1 = distill.train_student(small_corpus, torch.device("cpu"), progress=False)
-    m2, r2 = distill.train_student_scratch(small_corpus, torch.device("cpu"), progress=False)
-    assert r1 == r2 == "result" and m1.config == m2.config
-    a, b = seen["init"]
-    assert all(torch.equal(a[k], b[k]) for k in a)  # identical starting weights
-    assert seen["cfg"][0] is seen["cfg"][1]
-    assert callable(seen["loss_fn"][0]) and seen["loss_fn"][1] is None
+    models = [fn(small_corpus, torch.device("cpu"), progress=False)
+              for fn in (distill.train_student, distill.train_student_real_text, distill.train_student_scratch)]
+    assert all(r == "result" for _, r in models) and len({m.config for m, _ in models}) == 1
+    first = seen[0]["init"]
+    assert all(torch.equal(first[k], other["init"][k]) for other in seen[1:] for k in first)  # same start
+    assert seen[0]["cfg"] is seen[1]["cfg"] is seen[2]["cfg"]
+    assert callable(seen[0]["loss_fn"]) and callable(seen[1]["loss_fn"]) and seen[2]["loss_fn"] is None
+    assert callable(seen[0]["batch_fn"]) and seen[1]["batch_fn"] is None and seen[2]["batch_fn"] is None
+    cfg = seen[0]["cfg"]
+    last = cfg.max_iters - 1  # a full-window step: three rows of the test model's 32-token window
+    x, _ = seen[0]["batch_fn"](last)
+    x0, _ = get_batch(small_corpus.train, *x.shape, batch_generator(cfg, last))
+    m = round(distill.DISTILL.generated_fraction * x.shape[0])
+    assert 0 < m < x.shape[0] and torch.equal(x[:-m], x0[:-m]) and not torch.equal(x[-m:], x0[-m:])
+
+
+
+# ---- teacher-written text ----
+
+@pytest.fixture(scope="module")
+def test_teacher() -> GPT:
+    torch.manual_seed(0)
+    teacher = GPT(preset("test", vocab_size=40)).eval()
+    with torch.no_grad():
+        for p in teacher.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+    return teacher
+
+
+def test_teacher_text_is_a_training_prompt_and_the_teachers_continuation(test_teacher):
+    data = torch.randint(0, 40, (500,), generator=torch.Generator().manual_seed(1))
+    W = test_teacher.config.block_size
+    rows = teacher_text(test_teacher, data, rows=5, temperature=0.0, seed=3, prompt_len=8)
+    assert rows.shape == (5, 8 + W) and rows.device.type == "cpu"
+    for row in rows:
+        prompt = row[:8]
+        assert any(torch.equal(prompt, data[i:i + 8]) for i in range(len(data) - 8))  # a slice of the text
+        assert torch.equal(row[8:], generate(test_teacher, prompt, W)[0])  # greedy: the teacher's own output
+    assert torch.equal(rows, teacher_text(test_teacher, data, rows=5, temperature=0.0, seed=3, prompt_len=8))
+    sampled = teacher_text(test_teacher, data, rows=5, temperature=1.0, seed=3, prompt_len=8)
+    assert torch.equal(sampled, teacher_text(test_teacher, data, rows=5, temperature=1.0, seed=3, prompt_len=8))
+    assert not torch.equal(sampled[:, 8:], rows[:, 8:])  # sampling at T=1 departs from greedy text
+    with pytest.raises(ValueError, match="prompts"):
+        teacher_text(test_teacher, data[:8], rows=2, temperature=0.0, seed=0, prompt_len=8)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.35, 0.5, 0.9])
+@pytest.mark.parametrize("step", [0, 7, 30])
+def test_mixed_batches_replace_exactly_their_share_of_rows(fraction, step):
+    data = torch.arange(1000) % 37  # every window of the text is recognisable by where it starts
+    generated = 100 + torch.arange(6 * 50).view(6, 50)  # ids no text window holds, each row a run of distinct ids
+    cfg = TrainConfig(max_iters=40, batch_size=2, block_size=32, short_block_size=8, short_fraction=0.5, seed=5)
+    x, y = mixed_batches(data, generated, fraction, cfg, block_size=32)(step)
+    rows, context = (8, 8) if step < 20 else (2, 32)
+    x0, y0 = get_batch(data, rows, context, batch_generator(cfg, step))  # what train() draws without teacher text
+    m = min(round(fraction * rows), rows - 1)
+    assert x.shape == y.shape == (rows, context)
+    assert torch.equal(x[:rows - m], x0[:rows - m]) and torch.equal(y[:rows - m], y0[:rows - m])
+    for xr, yr in zip(x[rows - m:], y[rows - m:]):
+        assert bool((xr >= 100).all())  # teacher text, and a contiguous window of one of its rows
+        assert int(xr[-1] - xr[0]) == context - 1 and (int(xr[0]) - 100) // 50 == (int(xr[-1]) - 100) // 50
+        assert torch.equal(yr, xr + 1)  # the targets are the next tokens of the same row
+    short = generated[:, :context]  # rows no longer than the window: no room for a target
+    if m:
+        with pytest.raises(ValueError, match="too short"):
+            mixed_batches(data, short, fraction, cfg, block_size=32)(step)

@@ -20,7 +20,7 @@ from lifecycle.generate import generate, logits_to_probs
 from lifecycle.model import GPT, KVCache, preset
 from lifecycle.speculative import (SpecStats, SpeculativeDecoder, best_gamma, expected_speedup,
                                    expected_tokens_per_call, iter_rounds, residual, speculative_generate,
-                                   verify_greedy, verify_sampling)
+                                   speedup_from_counts, verify_greedy, verify_sampling)
 
 W = preset("test").block_size  # 32: generation crosses the window within a few dozen tokens
 V = preset("test").vocab_size
@@ -85,12 +85,38 @@ def test_greedy_equals_target_greedy(target, draft, gamma, prompt_len, new):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prompt_len=st.integers(1, 3 * W), new=st.integers(0, 3 * W), gamma=st.integers(1, 9),
-       keep=st.one_of(st.none(), st.integers(1, W)), seed=st.integers(0, 10_000), small=st.booleans())
-def test_greedy_equals_target_greedy_property(target, draft, small_draft, prompt_len, new, gamma, keep, seed, small):
+       keep=st.one_of(st.none(), st.integers(1, W)), seed=st.integers(0, 10_000), small=st.booleans(),
+       confidence=st.sampled_from([0.0, 0.2, 0.5, 0.9]))
+def test_greedy_equals_target_greedy_property(target, draft, small_draft, prompt_len, new, gamma, keep, seed, small,
+                                              confidence):
     prompt = _prompt(prompt_len, seed)
     expected = generate(target, prompt, new, temperature=0, keep=keep)
-    out, _ = speculative_generate(target, small_draft if small else draft, prompt, new, gamma=gamma, keep=keep)
+    out, _ = speculative_generate(target, small_draft if small else draft, prompt, new, gamma=gamma, keep=keep,
+                                  confidence=confidence)
     assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("confidence", [0.25, 0.4])
+def test_an_unsure_draft_stops_early_and_changes_nothing_but_the_speed(target, draft, confidence):
+    prompt, new = _prompt(5, 3), W - 5  # inside one window, so the draft's view is the plain text
+    fixed, s_fixed = speculative_generate(target, draft, prompt, new, gamma=6)
+    early, s_early = speculative_generate(target, draft, prompt, new, gamma=6, confidence=confidence)
+    assert torch.equal(early, fixed) and torch.equal(early, generate(target, prompt, new, temperature=0))
+    assert s_fixed.drafts_per_round == pytest.approx(s_fixed.proposed / s_fixed.rounds)
+    assert s_early.drafts_per_round < s_fixed.drafts_per_round  # some rounds ended before gamma drafts
+    text = torch.cat([prompt, fixed[0]])
+    stopped = 0
+    with torch.inference_mode():  # the rule: a round ends early exactly after a draft given < confidence
+        for r in iter_rounds(target, draft, prompt, new, gamma=6, confidence=confidence):
+            if not r.proposed:  # the last token of the budget: the target alone
+                continue
+            seen = torch.cat([text[:r.position], torch.tensor(r.proposed[:-1], dtype=torch.long)]).view(1, -1)
+            top = torch.softmax(draft(seen)[0][0, -len(r.proposed):], -1).max(-1).values.tolist()
+            assert all(p >= confidence for p in top[:-1])
+            if len(r.proposed) < min(6, len(text) - r.position - 1, W - r.position):  # not cut by the budget
+                assert top[-1] < confidence
+                stopped += 1
+    assert stopped > 0
 
 
 def test_a_perfect_draft_is_always_accepted(target):
@@ -129,11 +155,13 @@ def _assert_cache_equals(cache: KVCache, fresh: KVCache):
     torch.testing.assert_close(cache.v[:, :, :, :L], fresh.v[:, :, :, :L], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("confidence", [0.0, 0.5])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @pytest.mark.parametrize("drafter", ["draft", "small_draft"])
-def test_cache_rollback_equals_fresh_prefill(target, drafter, temperature, request):
+def test_cache_rollback_equals_fresh_prefill(target, drafter, temperature, confidence, request):
     draft = request.getfixturevalue(drafter)
-    dec = SpeculativeDecoder(target, draft, _prompt(6, 7), 80, gamma=4, temperature=temperature, seed=0)
+    dec = SpeculativeDecoder(target, draft, _prompt(6, 7), 80, gamma=4, temperature=temperature, seed=0,
+                             confidence=confidence)
     saw_rejection = saw_slide = False
     while not dec.done:
         window = dec.s
@@ -195,7 +223,8 @@ def test_residual_is_a_distribution_where_p_exceeds_q():
 
 
 @pytest.mark.slow
-def test_sampled_text_follows_the_target_through_real_models(target, small_draft):
+@pytest.mark.parametrize("confidence", [0.0, 0.4])
+def test_sampled_text_follows_the_target_through_real_models(target, small_draft, confidence):
     """First and second new tokens of speculative sampling, against the target's exact marginals."""
     temperature, draws = 1.5, 2500
     prompt = _prompt(5, 11)
@@ -206,7 +235,8 @@ def test_sampled_text_follows_the_target_through_real_models(target, small_draft
     gen = torch.Generator().manual_seed(0)
     counts = torch.zeros(2, V)
     for _ in range(draws):
-        out, _ = speculative_generate(target, small_draft, prompt, 2, gamma=3, temperature=temperature, generator=gen)
+        out, _ = speculative_generate(target, small_draft, prompt, 2, gamma=3, temperature=temperature, generator=gen,
+                                      confidence=confidence)
         counts[0, out[0, 0]] += 1
         counts[1, out[0, 1]] += 1
     for row, p in zip(counts, (p1, p2)):
@@ -231,6 +261,9 @@ def test_expected_speedup_hand_cases():
     assert best_gamma(0.9, 0.05) > best_gamma(0.6, 0.05) > 0  # better drafts deserve longer rounds
     assert expected_speedup(0.8, 4, 0.25, verify_cost=1.0) == expected_speedup(0.8, 4, 0.25)  # the paper's model
     assert expected_speedup(0.8, 4, 0.25, verify_cost=1.5) == pytest.approx((1 - 0.8 ** 5) / (0.2 * 2.5))
+    assert speedup_from_counts(3.0, 4.0, 0.25) == pytest.approx(1.5)  # 3 tokens for 4 draft steps and one pass
+    assert speedup_from_counts(3.0, 2.0, 0.25, verify_cost=1.5) == pytest.approx(1.5)
+    assert speedup_from_counts(expected_tokens_per_call(0.8, 4), 4, 0.25) == pytest.approx(expected_speedup(0.8, 4, 0.25))
 
 
 def test_stats_properties():
@@ -248,6 +281,9 @@ def test_stats_properties():
     (expected_tokens_per_call, (0.5, -1), "gamma"),
     (expected_speedup, (0.5, 3, -0.1), "c "),
     (expected_speedup, (0.5, 3, 0.1, 0.0), "verify_cost"),
+    (speedup_from_counts, (-1.0, 3, 0.1), "tokens_per_call"),
+    (speedup_from_counts, (2.0, float("nan"), 0.1), "drafts_per_round"),
+    (speedup_from_counts, (2.0, 3, 0.1, 0.0), "verify_cost"),
 ])
 def test_formula_validates(fn, args, match):
     with pytest.raises(ValueError, match=match):
@@ -265,6 +301,9 @@ def test_decoder_validates(target, draft):
         SpeculativeDecoder(target, GPT(preset("test", block_size=16)), [1, 2], 5)
     with pytest.raises(ValueError, match="max_new_tokens"):
         SpeculativeDecoder(target, draft, [1, 2], -1)
+    for bad in (-0.1, 1.0, float("nan"), "0.4", None):
+        with pytest.raises(ValueError, match="confidence"):
+            SpeculativeDecoder(target, draft, [1, 2], 5, confidence=bad)
     dec = SpeculativeDecoder(target, draft, [1, 2], 0)
     assert dec.done
     with pytest.raises(RuntimeError, match="max_new_tokens"):

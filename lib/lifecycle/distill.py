@@ -11,10 +11,20 @@ so those small probabilities carry weight in the loss. The student minimizes
 The T^2 factor keeps the soft term's gradient on the same scale whatever T is: the gradient of the KL term
 with respect to a student logit is (q_T - p_T) / T, so multiplying by T^2 leaves T * (q_T - p_T).
 
-Two students with the same architecture, initial weights, batches and optimizer are trained through the one
-training loop of the course (`lifecycle.train.train`, via its `loss_fn` hook): one with this loss, one with
-hard labels only ("scratch"). Any difference in their validation loss is what distillation bought.
-The zoo caches them: `lifecycle.zoo.get("student")` and `lifecycle.zoo.get("student-scratch")`.
+The course's student also learns from text the teacher wrote itself: a share of every batch's rows are windows of
+the teacher's own greedy continuations of short prompts, scored with the same loss (its labels are then the
+teacher's own picks). Training
+on the teacher's outputs is sequence-level distillation (Kim & Rush 2016, "Sequence-Level Knowledge Distillation");
+DistillSpec (Zhou et al. 2024, ICLR) showed that a draft model for speculative decoding gains acceptance when it is
+distilled on the text it will be asked to predict, and the course's student is lesson 08's draft. The teacher's
+greedy output is what the draft sees and must match while drafting, so the pool is greedy text, and matching the
+teacher there matters more than a slightly better fit to the training text.
+
+Three students with the same architecture, initial weights, steps and optimizer are trained through the one training
+loop of the course (`lifecycle.train.train`, via its `loss_fn` and `batch_fn` hooks), each on the same number of
+tokens: "student" (this loss, part teacher-written text), "student-real-text" (this loss, training text only) and
+"student-scratch" (hard labels on training text only). The differences in validation loss and in agreement with the
+teacher are what each ingredient bought. The zoo caches all three: `lifecycle.zoo.get("student")` etc.
 
 Sanh et al. (2019, DistilBERT) and Gou et al. (2021, "Knowledge Distillation: A Survey") describe the same
 recipe at scale.
@@ -22,27 +32,40 @@ recipe at scale.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .data import Corpus
+from .data import Corpus, get_batch
 from .device import seed_everything
+from .generate import generate
 from .model import GPT, GPTConfig, preset
-from .train import TrainConfig, TrainResult, train
+from .train import TrainConfig, TrainResult, batch_generator, batch_shape, train
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """How the soft and hard losses are mixed: temperature T > 0 and the soft term's weight alpha in [0, 1]."""
+    """How the student learns from the teacher.
+
+    temperature T > 0 and alpha in [0, 1]: how the soft and hard losses are mixed (the loss above).
+    generated_fraction in [0, 1): the share of each batch's rows cut from text the teacher wrote itself, sampled at
+    generation_temperature (0 = greedy) from short prompts of the training text; the rest are training text.
+    """
 
     temperature: float = 1.0
     alpha: float = 0.5
+    generated_fraction: float = 0.2
+    generation_temperature: float = 0.0
 
     def __post_init__(self):
         check_distill(self.temperature, self.alpha)
+        f, t = self.generated_fraction, self.generation_temperature
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f < 1.0:
+            raise ValueError(f"generated_fraction (share of rows written by the teacher) must be in [0, 1), got {f!r}")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise ValueError(f"generation_temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
 
 
 def check_distill(temperature: float, alpha: float) -> None:
@@ -65,10 +88,20 @@ STUDENT_TRAINING: dict[str, TrainConfig] = {
                        short_block_size=128, short_fraction=0.5, random_offsets=True, eval_interval=150,
                        eval_iters=20, seed=2024),
 }
-# T = 1 and an even mix. On the cpu recipe (one run each, 2 CPU cores, validation loss / greedy acceptance rate of the
-# student as a draft for the teacher at gamma 4): T=1 a=0.5 1.893 / 0.813; T=2 a=0.5 1.908 / 0.787; T=1 a=0.3
-# 1.914 / 0.767; T=1 a=0.8 1.935 / 0.757; T=2 a=0.8 1.953 / 0.739; T=1 a=1 2.042 / 0.674; labels only 1.985.
-# This teacher is already soft (about 1.8 nats per character), so flattening it further did not help.
+# T = 1 and an even mix. On the cpu recipe, training text only (one run each, 2 CPU cores, validation loss / greedy
+# acceptance rate of the student as a draft for the teacher at gamma 4): T=1 a=0.5 1.893 / 0.813; T=2 a=0.5
+# 1.908 / 0.787; T=1 a=0.3 1.914 / 0.767; T=1 a=0.8 1.935 / 0.757; T=2 a=0.8 1.953 / 0.739; T=1 a=1 2.042 / 0.674;
+# labels only 1.985. This teacher is already soft (about 1.8 nats per character), so flattening it did not help.
+# Teacher-written rows (T=1, a=0.5; validation loss / greedy agreement with the teacher along its own greedy text, one
+# run each, 2 CPU cores; the same recipe without teacher text gave 1.893 / 0.804 and labels only 1.985 / 0.740):
+#   greedy text (temperature 0): share 0.2: 1.954 / 0.888; share 0.3: 1.955 / 0.883; share 0.45: 1.967 / 0.888
+#   sampled at 0.15, share 0.35: 1.967 / 0.868; at 0.3, share 0.35: 1.945 / 0.851
+#   earlier runs with a pool of 96 rows (other batch draws, spread about +-0.02): at 0.3, share 0.2 / 0.35 / 0.5:
+#   1.938 / 0.852, 1.919 / 0.856, 1.991 / 0.847; at 0.5, share 0.25: 1.922 / 0.847; at 0.7 and 1.0, share 0.5:
+#   1.940 / 0.830, 1.929 / 0.824
+#   greedy text, share 0.2, with soft targets only on those rows (labels ignored): 1.975 / 0.794, so the teacher's
+#   own picks as labels are what teach its argmax
+# A fifth of the rows as greedy teacher text buys most of the agreement a draft needs for the least validation loss.
 # Longer budgets shrink distillation's lead: at 2,400 steps the from-scratch student caught up (1.748 vs 1.752
 # with T=2), because this small teacher is itself not far ahead of what one layer can learn from the text.
 DISTILL: DistillConfig = DistillConfig()
@@ -119,6 +152,59 @@ def make_loss_fn(teacher: GPT, config: DistillConfig = DISTILL) -> Callable:
     return loss_fn
 
 
+# Teacher-written text: rows per pool (each a 16-character prompt from the training text and block_size characters the
+# teacher wrote after it), by teacher preset. On the cpu recipe the pool takes five to ten seconds to write.
+GENERATED_ROWS: dict[str, int] = {"cpu": 128, "gpu": 512}
+PROMPT_LEN = 16
+
+
+@torch.no_grad()
+def teacher_text(teacher: GPT, data: torch.Tensor, rows: int, temperature: float, seed: int,
+                 prompt_len: int = PROMPT_LEN) -> torch.Tensor:
+    """Text the teacher wrote: (rows, prompt_len + block_size) token ids on the CPU.
+
+    Each row starts with `prompt_len` tokens of `data` at a seeded random place and goes on with the teacher's own
+    continuation, sampled at `temperature` (0 = greedy), all rows in one batch.
+    """
+    if len(data) <= prompt_len:
+        raise ValueError(f"need more than {prompt_len} tokens of text to draw prompts from, got {len(data)}")
+    device = next(teacher.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(len(data) - prompt_len, (rows,), generator=gen)
+    prompts = data[starts[:, None] + torch.arange(prompt_len)].to(device)
+    written = generate(teacher, prompts, teacher.config.block_size, temperature=temperature,
+                       seed=seed if temperature > 0 else None)
+    return torch.cat([prompts, written], dim=1).cpu()
+
+
+def mixed_batches(data: torch.Tensor, generated: torch.Tensor, fraction: float, cfg: TrainConfig, block_size: int,
+                  device: torch.device | str = "cpu") -> Callable:
+    """A `batch_fn(step)` for `lifecycle.train.train`: the usual batch of `data` windows, with its last
+    round(fraction * rows) rows (at most rows - 1) replaced by windows of `generated` (teacher text) at seeded random
+    places.
+
+    The other rows are exactly the ones `train` would have drawn itself, so the batch shapes, the token count and the
+    training-text rows match those of a student trained without teacher text.
+    """
+    def batch_fn(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, context = batch_shape(step, cfg, block_size)
+        x, y = get_batch(data, rows, context, batch_generator(cfg, step), device)
+        m = min(round(fraction * rows), rows - 1)  # at least one row of training text (and its labels) per batch
+        if m == 0:
+            return x, y
+        if generated.shape[1] <= context:
+            raise ValueError(f"teacher text rows of {generated.shape[1]} tokens are too short for {context}-token "
+                             "training windows")
+        gen = batch_generator(cfg, step, salt=1)
+        which = torch.randint(generated.shape[0], (m, 1), generator=gen)
+        start = torch.randint(generated.shape[1] - context, (m, 1), generator=gen)
+        windows = generated[which, start + torch.arange(context + 1)].to(device)  # (m, context + 1)
+        # the labels are the teacher's own picks: on greedy text they teach its argmax, which is what a draft must match
+        return torch.cat([x[:rows - m], windows[:, :-1]]), torch.cat([y[:rows - m], windows[:, 1:]])
+
+    return batch_fn
+
+
 def student_config(teacher: GPT) -> GPTConfig:
     """The `student` preset, sharing the teacher's tokenizer (vocab_size) and context window (block_size)."""
     return preset("student", vocab_size=teacher.config.vocab_size, block_size=teacher.config.block_size)
@@ -136,25 +222,40 @@ def _teacher_for(corpus: Corpus, device: torch.device) -> GPT:
 
 
 def _train(corpus: Corpus, device: torch.device, progress: bool, callback: Callable | None,
-           distill: bool) -> tuple[GPT, TrainResult]:
+           config: DistillConfig | None) -> tuple[GPT, TrainResult]:
+    """Train the student preset with `config` (None: labels only, no teacher) through `lifecycle.train.train`."""
     device = torch.device(device)
     teacher = _teacher_for(corpus, device)
-    cfg = STUDENT_TRAINING["gpu" if device.type == "cuda" else "cpu"]
-    seed_everything(cfg.seed)  # both students start from the same weights
+    recipe = "gpu" if device.type == "cuda" else "cpu"
+    cfg = STUDENT_TRAINING[recipe]
+    batch_fn = None
+    if config is not None and config.generated_fraction > 0:
+        generated = teacher_text(teacher, corpus.train, GENERATED_ROWS[recipe], config.generation_temperature,
+                                 seed=cfg.seed)
+        batch_fn = mixed_batches(corpus.train, generated, config.generated_fraction, cfg, teacher.config.block_size,
+                                 device)
+    seed_everything(cfg.seed)  # every student starts from the same weights
     student = GPT(student_config(teacher))
-    loss_fn = make_loss_fn(teacher) if distill else None
-    result = train(student, corpus.train, corpus.val, cfg, device=device, loss_fn=loss_fn,
+    loss_fn = make_loss_fn(teacher, config) if config is not None else None
+    result = train(student, corpus.train, corpus.val, cfg, device=device, loss_fn=loss_fn, batch_fn=batch_fn,
                    progress=progress, callback=callback)
     return student, result
 
 
 def train_student(corpus: Corpus, device: torch.device, progress: bool = True,
                   callback: Callable | None = None) -> tuple[GPT, TrainResult]:
-    """The distilled student: the `student` preset trained on the cached teacher's soft targets (+ labels)."""
-    return _train(corpus, device, progress, callback, distill=True)
+    """The distilled student: the `student` preset trained on the cached teacher's soft targets (+ labels), with
+    part of every batch cut from text the teacher wrote (`DISTILL`)."""
+    return _train(corpus, device, progress, callback, DISTILL)
+
+
+def train_student_real_text(corpus: Corpus, device: torch.device, progress: bool = True,
+                            callback: Callable | None = None) -> tuple[GPT, TrainResult]:
+    """The same distillation on training text only (no teacher-written rows): what that text adds, measured."""
+    return _train(corpus, device, progress, callback, replace(DISTILL, generated_fraction=0.0))
 
 
 def train_student_scratch(corpus: Corpus, device: torch.device, progress: bool = True,
                           callback: Callable | None = None) -> tuple[GPT, TrainResult]:
-    """The control: the same student, recipe and batches, trained on the hard labels only."""
-    return _train(corpus, device, progress, callback, distill=False)
+    """The control: the same student, recipe and training-text batches, trained on the hard labels only."""
+    return _train(corpus, device, progress, callback, None)

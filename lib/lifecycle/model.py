@@ -18,6 +18,7 @@ training (forward + backward) costs three times the forward, i.e. 6·N + 12·n_l
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -263,7 +264,8 @@ class GPT(nn.Module):
 
     @staticmethod
     def _attention_mask(B, T, start, cache, key_mask, device):
-        """None where SDPA's own causal flag is right; else a bool mask (B or 1, 1, T, S), True = attend."""
+        """None where SDPA's own causal flag is right; else a mask (B or 1, 1, T, S): bool (True = attend) where rows
+        have padding, additive float (0 = attend, -inf = not) where only causality matters."""
         if cache is not None and key_mask is not None:
             if cache.key_mask is None:
                 cache.key_mask = torch.ones(cache.batch_size, cache.max_len, dtype=torch.bool, device=device)
@@ -272,9 +274,12 @@ class GPT(nn.Module):
         if keys is None and (start == 0 or T == 1):
             return None  # plain causal (or a single query that may see every cached key)
         S = start + T
-        causal = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=start)  # query i sees keys <= start+i
         if keys is None:
-            return causal[None, None]
+            # a few new tokens after a cache (verifying drafts): -inf on the keys after each query, 0 elsewhere. An
+            # additive float mask is added to the scores as is; a bool one is converted again in every layer.
+            dtype = cache.k.dtype if cache is not None else torch.get_default_dtype()
+            return torch.full((T, S), float("-inf"), dtype=dtype, device=device).triu_(start + 1)[None, None]
+        causal = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=start)  # query i sees keys <= start+i
         mask = causal[None, None] & keys[:, None, None, :]
         # a query on a padding position would see no key at all: let it see itself so softmax stays finite
         return mask | torch.eye(S, dtype=torch.bool, device=device)[start:S][None, None]
@@ -302,7 +307,11 @@ class GPT(nn.Module):
 
 def to_hf_gpt2(model: GPT):
     """The same network as a Hugging Face `GPT2LMHeadModel` carrying our weights (no download)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    logging.disable(logging.WARNING)  # transformers' first import can pull in torchao, whose notices say nothing here
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    finally:
+        logging.disable(logging.NOTSET)
 
     c = model.config
     hf = GPT2LMHeadModel(GPT2Config(

@@ -23,6 +23,11 @@ draft step costs c target steps, so the expected speedup over the target alone i
 this course's size, the pass over gamma + 1 tokens costs noticeably more than one step; `expected_speedup` takes that
 measured cost as an option.)
 
+Drafting can also stop early: with `confidence` > 0 the draft ends its round after a proposal to which it gave less
+probability than that (Hugging Face's assisted generation does the same with `assistant_confidence_threshold`, 0.4 by
+default). A proposal the draft is unsure of is often rejected, and every draft step after a rejection is wasted. The
+stopping rule looks only at the draft's own output, so the accept/resample rule still makes every token exact.
+
 The context window follows `lifecycle.generate.context_start`, exactly as `generate` does: a round never
 drafts across a point where the window slides, and when it slides both caches are rebuilt from the kept tokens.
 """
@@ -67,6 +72,20 @@ def expected_speedup(alpha: float, gamma: int, c: float, verify_cost: float = 1.
         raise ValueError(f"verify_cost (target pass over gamma+1 tokens / one target step) must be > 0, "
                          f"got {verify_cost!r}")
     return expected_tokens_per_call(alpha, gamma) / (gamma * c + verify_cost)
+
+
+def speedup_from_counts(tokens_per_call: float, drafts_per_round: float, c: float, verify_cost: float = 1.0) -> float:
+    """The same cost model fed a run's own counts: tokens per target call / (drafts per round * c + verify_cost).
+
+    With a fixed gamma it is what `expected_speedup` predicts once alpha is measured; it also prices drafting that
+    stops early (`confidence`), where the number of drafts per round varies and the closed form does not apply.
+    """
+    for name, value in (("tokens_per_call", tokens_per_call), ("drafts_per_round", drafts_per_round), ("c", c)):
+        if not _is_real(value) or not value >= 0:
+            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    if not _is_real(verify_cost) or not verify_cost > 0:
+        raise ValueError(f"verify_cost must be > 0, got {verify_cost!r}")
+    return tokens_per_call / (drafts_per_round * c + verify_cost)
 
 
 def best_gamma(alpha: float, c: float, max_gamma: int = 16) -> int:
@@ -121,24 +140,32 @@ def verify_greedy(target_logits: torch.Tensor, drafts: torch.Tensor) -> tuple[in
 # ---- the draft and target halves of a round ----
 
 def propose(draft: GPT, cache: KVCache, pending: torch.Tensor, k: int, temperature: float = 0.0,
-            top_k: int | None = None, top_p: float | None = None,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The draft's k proposed tokens (k,) and, when sampling, the distributions q (k, V) they came from.
+            top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+            confidence: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The draft's proposed tokens (k' <= k,) and, when sampling, the distributions q (k', V) they came from.
 
     pending (1, m): tokens the draft cache has not seen yet (the first call feeds them all). The last proposal is
-    never fed back, so the draft makes exactly k forward calls.
+    never fed back, so the draft makes exactly k' forward calls. confidence > 0: stop after a proposal that the
+    draft itself gave less than this probability (it is then likely to be rejected, and drafting past it is likely
+    wasted); k' = k when confidence is 0.
     """
     tokens, dists = [], []
     x = pending
     for _ in range(k):
         logits = draft(x, cache=cache)[0][0, -1]  # (V,) next-token logits
         if temperature == 0:
-            token = logits.argmax().view(1)
+            if confidence:
+                p_token, token = torch.softmax(logits, dim=-1).max(dim=-1, keepdim=True)
+            else:
+                token = logits.argmax().view(1)
         else:
             q = logits_to_probs(logits, temperature, top_k, top_p)
             token = torch.multinomial(q, 1, generator=generator)
             dists.append(q)
+            p_token = q[token] if confidence else None
         tokens.append(token)
+        if confidence and float(p_token) < confidence:
+            break  # decided from the draft's own output only, so every emitted token stays exact (see the module)
         x = token.view(1, 1)
     if not tokens:
         return torch.empty(0, dtype=torch.long, device=pending.device), None
@@ -177,6 +204,11 @@ class SpecStats:
     def tokens_per_target_call(self) -> float:
         return self.new_tokens / self.rounds if self.rounds else 0.0
 
+    @property
+    def drafts_per_round(self) -> float:
+        """Draft forward calls per target call: gamma, or fewer where drafting stopped early or near an end."""
+        return self.proposed / self.rounds if self.rounds else 0.0
+
     def add(self, proposed: int, accepted: int) -> None:
         """Count one round: `proposed` drafts (one draft call each), `accepted` of them kept, plus one target token."""
         self.rounds += 1
@@ -187,7 +219,8 @@ class SpecStats:
 
     def summary(self) -> dict:
         return asdict(self) | {"acceptance_rate": self.acceptance_rate,
-                               "tokens_per_target_call": self.tokens_per_target_call}
+                               "tokens_per_target_call": self.tokens_per_target_call,
+                               "drafts_per_round": self.drafts_per_round}
 
 
 @dataclass
@@ -213,11 +246,9 @@ class Round:
 
 def _draft_budget(n: int, gamma: int, remaining: int, block_size: int, keep: int | None) -> int:
     """Drafts this round: at most gamma, leave room for the target's own token, never cross a window slide."""
-    k = min(gamma, remaining - 1)
     s = context_start(n, block_size, keep)
-    while k > 0 and context_start(n + k, block_size, keep) != s:
-        k -= 1
-    return k
+    # the window that starts at s holds texts of up to block_size + s tokens; one more and it slides
+    return max(0, min(gamma, remaining - 1, block_size + s - n))
 
 
 class SpeculativeDecoder:
@@ -230,10 +261,14 @@ class SpeculativeDecoder:
 
     def __init__(self, target: GPT, draft: GPT, prompt, max_new_tokens: int, *, gamma: int = 4,
                  temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-                 seed: int | None = None, generator: torch.Generator | None = None, keep: int | None = None):
+                 seed: int | None = None, generator: torch.Generator | None = None, keep: int | None = None,
+                 confidence: float = 0.0):
         check_sampling(temperature, top_k, top_p)
         if not _is_int(gamma) or gamma < 1:
             raise ValueError(f"gamma (draft tokens per round) must be an integer >= 1, got {gamma!r}")
+        if not _is_real(confidence) or not 0.0 <= confidence < 1.0:
+            raise ValueError(f"confidence (the draft stops after a proposal it gave less probability than this) must "
+                             f"be in [0, 1), 0 = always draft gamma tokens; got {confidence!r}")
         if not _is_int(max_new_tokens) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
         W = target.config.block_size
@@ -250,7 +285,7 @@ class SpeculativeDecoder:
         context_start(seq.shape[1], W, keep)  # checks keep
         if temperature > 0 and generator is None and seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
-        self.target, self.draft, self.gamma, self.keep = target, draft, gamma, keep
+        self.target, self.draft, self.gamma, self.keep, self.confidence = target, draft, gamma, keep, confidence
         self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
         self.generator = generator
         self.stats = SpecStats(gamma)
@@ -288,7 +323,8 @@ class SpeculativeDecoder:
         n, s, buf, temperature = self.n, self.s, self.buf, self.sampling["temperature"]
         k = _draft_budget(n, self.gamma, self.end - n, self.target.config.block_size, self.keep)
         drafts, q = propose(self.draft, self.draft_cache, buf[self.draft_len:n].view(1, -1), k, **self.sampling,
-                            generator=self.generator)
+                            generator=self.generator, confidence=self.confidence)
+        k = drafts.shape[0]  # fewer than planned when the draft stopped at a proposal it was unsure of
         logits = score(self.target, self.target_cache, torch.cat([buf[n - 1:n], drafts]))  # (k+1, V)
         if temperature == 0:
             j, token = verify_greedy(logits, drafts)

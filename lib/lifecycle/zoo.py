@@ -44,6 +44,7 @@ TRAINERS: dict[str, str] = {
     "teacher": "lifecycle.zoo:train_teacher",
     "student": "lifecycle.distill:train_student",
     "student-scratch": "lifecycle.distill:train_student_scratch",
+    "student-real-text": "lifecycle.distill:train_student_real_text",
 }
 
 
