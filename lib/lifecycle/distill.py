@@ -13,9 +13,8 @@ with respect to a student logit is (q_T - p_T) / T, so multiplying by T^2 leaves
 
 The course's student also learns from text the teacher wrote itself: a share of every batch's rows are windows of
 the teacher's own greedy continuations of short prompts, scored with the same loss (its labels are then the
-teacher's own picks). Training
-on the teacher's outputs is sequence-level distillation (Kim & Rush 2016, "Sequence-Level Knowledge Distillation");
-DistillSpec (Zhou et al. 2024, ICLR) showed that a draft model for speculative decoding gains acceptance when it is
+teacher's own picks). Training on the teacher's outputs is sequence-level distillation (Kim & Rush 2016,
+"Sequence-Level Knowledge Distillation"); DistillSpec (Zhou et al. 2024, ICLR) showed that a draft model for speculative decoding gains acceptance when it is
 distilled on the text it will be asked to predict, and the course's student is lesson 08's draft. The teacher's
 greedy output is what the draft sees and must match while drafting, so the pool is greedy text, and matching the
 teacher there matters more than a slightly better fit to the training text.

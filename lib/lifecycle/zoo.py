@@ -1,4 +1,5 @@
-"""The course's trained models, trained once and cached: `get("teacher")`, `get("student")`, `get("student-scratch")`.
+"""The course's trained models, trained once and cached: `get("teacher")`, `get("student")`, `get("student-scratch")`,
+`get("student-real-text")`.
 
 Each model has a recipe (a preset and a TrainConfig, or a training function) and is trained deterministically
 the first time it is asked for, then loaded from the course cache in a second. The teacher uses the `gpu`
