@@ -152,7 +152,7 @@ def make_loss_fn(teacher: GPT, config: DistillConfig = DISTILL) -> Callable:
 
 
 # Teacher-written text: rows per pool (each a 16-character prompt from the training text and block_size characters the
-# teacher wrote after it), by teacher preset. On the cpu recipe the pool takes five to ten seconds to write.
+# teacher wrote after it), by teacher preset. On the cpu recipe the pool takes about ten seconds to write.
 GENERATED_ROWS: dict[str, int] = {"cpu": 128, "gpu": 512}
 PROMPT_LEN = 16
 

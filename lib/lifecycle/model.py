@@ -277,8 +277,8 @@ class GPT(nn.Module):
         if keys is None:
             # a few new tokens after a cache (verifying drafts): -inf on the keys after each query, 0 elsewhere. An
             # additive float mask is added to the scores as is; a bool one is converted again in every layer.
-            dtype = cache.k.dtype if cache is not None else torch.get_default_dtype()
-            return torch.full((T, S), float("-inf"), dtype=dtype, device=device).triu_(start + 1)[None, None]
+            # (only reached with a cache: without one, start is 0 and SDPA's causal flag is enough)
+            return torch.full((T, S), float("-inf"), dtype=cache.k.dtype, device=device).triu_(start + 1)[None, None]
         causal = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=start)  # query i sees keys <= start+i
         mask = causal[None, None] & keys[:, None, None, :]
         # a query on a padding position would see no key at all: let it see itself so softmax stays finite

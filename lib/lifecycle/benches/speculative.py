@@ -200,7 +200,8 @@ def hf_peer(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, ga
                                                              confidence=confidence) for p in fit],
                 "hf_teacher": lambda: [hf(p, False) for p in fit],
                 "hf_assisted": lambda: [hf(p, True) for p in fit]}
-    times = {name: t["all"] for name, t in interleaved(variants, repeats=repeats, device=device).items()}
+    # every variant already ran above (the identity check, the sweep), so no warm-up run is needed
+    times = {name: t["all"] for name, t in interleaved(variants, repeats=repeats, warmup=0, device=device).items()}
     return {"prompt_lengths": [len(p) for p in fit], "identical_to_teacher": identical,
             "seconds": {name: min(ts) for name, ts in times.items()},
             "speedup": fastest_ratio(times["teacher"], times["speculative"]),
