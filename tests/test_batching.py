@@ -222,3 +222,19 @@ def test_measure_decode_reports_a_rate(model):
     assert row["batch_size"] == 3 and row["tokens_per_s"] > 0
     with pytest.raises(ValueError, match="batch_size"):
         measure_decode(model, 0)
+
+
+# --- regression tests (issue 15) ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prompts, message", [
+    ([[1.5]], r"prompt 0 holds \[1.5\]: token ids must be integers"),
+    ([[1, 10_000]], r"prompt 0 holds \[10000\]: token ids must be integers in \[0, "),
+    ([[-1]], r"prompt 0 holds \[-1\]"),
+    ([], "no prompts"),
+    ([[1], []], "prompt 1 must be a non-empty list"),
+])
+def test_generate_batch_refuses_bad_prompts_clearly(model, prompts, message):
+    from lifecycle.batching import generate_batch
+
+    with pytest.raises(ValueError, match=message):
+        generate_batch(model, prompts, 3)

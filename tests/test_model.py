@@ -93,3 +93,25 @@ def test_port_to_hugging_face_gpt2_is_exact(tiny_model):
     x = torch.randint(0, 32, (2, 32))
     with torch.no_grad():
         assert torch.allclose(hf(x).logits, tiny_model(x)[0], atol=1e-4)
+
+
+def test_attention_weights_are_what_sdpa_applies(tiny_model):
+    from lifecycle.model import attention_weights
+    idx = torch.randint(0, 32, (2, 12))
+    att = attention_weights(tiny_model, idx)  # (n_layer, B, nh, T, T)
+    cfg = tiny_model.config
+    assert att.shape == (cfg.n_layer, 2, cfg.n_head, 12, 12)
+    assert torch.allclose(att.sum(-1), torch.ones(()), atol=1e-6)  # each query's weights sum to one
+    assert (att.triu(diagonal=1) == 0).all()  # no query looks at a later key
+    x = tiny_model.transformer.wte(idx) + tiny_model.transformer.wpe.weight[:12]
+    hs = cfg.n_embd // cfg.n_head
+    for layer, block in enumerate(tiny_model.transformer.h):
+        a = block.ln_1(x)
+        v = block.attn.c_attn(a)[..., 2 * cfg.n_embd:].view(2, 12, cfg.n_head, hs).transpose(1, 2)
+        y = (att[layer] @ v).transpose(1, 2).reshape(2, 12, cfg.n_embd)  # weights times values, heads joined
+        assert torch.allclose(block.attn.c_proj(y), block.attn(a), atol=1e-5)  # = the SDPA path of forward
+        x = block(x)
+    # the logits computed from those layers are the model's
+    assert torch.allclose(tiny_model.lm_head(tiny_model.transformer.ln_f(x)), tiny_model(idx)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="context window"):
+        attention_weights(tiny_model, torch.zeros(1, cfg.block_size + 1, dtype=torch.long))

@@ -237,3 +237,65 @@ def test_reference_falls_back_to_torch_ao_without_torchao(model, monkeypatch):
     with torch.no_grad():
         fp32, b = model(x)[0], ref(x)[0]
     assert 0 < (b - fp32).abs().max() < 0.05  # int8-sized differences, not a broken model
+
+
+# --- regression tests (issue 15) ----------------------------------------------------------------------------------
+
+def test_dotted_quantized_names_do_not_collide(model, tmp_path):
+    a = Q.save_quantized(Q.quantize_model(model, "int8"), tmp_path / "tiny.v1")
+    b = Q.save_quantized(Q.cast(model, torch.float16), tmp_path / "tiny.v2")
+    assert a != b and a.exists() and b.exists()
+    assert Q.load_quantized(tmp_path / "tiny.v1").quant_config.scheme == "int8"
+
+
+def test_a_flipped_byte_in_a_quantized_file_is_refused(model, tmp_path):
+    path = Q.save_quantized(Q.quantize_model(model, "int8"), tmp_path / "m")
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0x01  # inside the last tensor's bytes: the file still parses
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        Q.load_quantized(path)
+
+
+# ---- PyTorch's fused int8 layer and the width sweep (lesson 04) ----
+
+def test_fused_int8_linear_matches_fp32_within_int8_error():
+    from lifecycle.quantize import fused_int8_linear
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 48)
+    x = torch.randn(2, 5, 64)  # (B, T, C): any leading shape, like nn.Linear
+    fused = fused_int8_linear(layer)
+    y, ref = fused(x), layer(x)
+    assert y.shape == ref.shape
+    # int8 weights and activations: a few percent of the output's scale, far from exact, far from wrong
+    err = (y - ref).abs().max() / ref.abs().max()
+    assert 0 < err < 0.05
+    assert layer.weight.dtype == torch.float32  # the original layer is left as it was
+
+
+def test_fused_int8_linear_refuses_what_it_cannot_fuse():
+    from lifecycle.quantize import fused_int8_linear
+
+    with pytest.raises(TypeError, match="nn.Linear"):
+        fused_int8_linear(torch.nn.Conv1d(4, 4, 1))
+
+
+def test_width_sweep_rows_and_where_the_fused_path_pays():
+    from lifecycle.benches.quantize import SWEEP_VARIANTS, best_point, first_paying, width_sweep
+
+    rows = width_sweep(widths=(16, 32), batches=(1, 4), repeats=3, target_s=1e-4)
+    assert [(r["width"], r["batch"]) for r in rows] == [(16, 1), (16, 4), (32, 1), (32, 4)]
+    for r in rows:
+        for k in SWEEP_VARIANTS:
+            assert r[f"{k} µs"] > 0
+        lo, hi = r["int8 fused (PyTorch) vs fp32 spread"]
+        assert lo <= r["int8 fused (PyTorch) vs fp32"] <= hi
+    fake = [{"width": w, "batch": b, "int8 fused (PyTorch) vs fp32": s}
+            for (w, b, s) in [(128, 1, 0.3), (512, 1, 1.2), (1024, 1, 0.9), (2048, 1, 2.5), (4096, 1, 3.0),
+                              (128, 16, 0.5), (512, 16, 2.1), (1024, 16, 2.2), (2048, 16, 4.5), (4096, 16, 5.0)]]
+    # "pays from width W" means at W and at every wider layer: 512 at batch 1 does not count, 1024 dips below 1
+    assert first_paying(fake) == {1: 2048, 16: 512}
+    assert first_paying(fake, at_least=2.0) == {1: 2048, 16: 512}
+    assert first_paying(fake, at_least=4.0) == {1: None, 16: 2048}
+    assert best_point(fake) == {"width": 4096, "batch": 16, "int8 fused (PyTorch) vs fp32": 5.0}

@@ -35,11 +35,6 @@ def test_missing_ledger_is_empty_and_get_falls_back(ledger):
 @pytest.mark.parametrize("text", [
     "{not json",
     "[1, 2, 3]",
-    '{"train.mfu": 0.3}',
-    '{"train.mfu": {"unit": "fraction"}}',
-    '{"train.mfu": {"value": "fast"}}',
-    '{"train.mfu": {"value": NaN}}',
-    '{"train.mfu": {"value": true}}',
 ])
 def test_corrupt_ledger_warns_is_set_aside_and_recording_goes_on(ledger, text):
     ledger.write_text(text)
@@ -65,7 +60,9 @@ def test_record_rejects_non_numbers(ledger, value):
     assert not ledger.exists()
 
 
+@pytest.mark.filterwarnings("ignore:results.record_claim:DeprecationWarning")
 def test_claims_round_trip_and_order(tmp_path):
+    """The deprecated typed-verdict API still reads and writes (new code uses check_claim, tests/test_claims.py)."""
     path = tmp_path / "claims.json"
     results.record_claim("lifecycle.seed_daily_cost", lesson="09_lifecycle_costs", claim="c", measured="m",
                          verdict="reproduced", path=path)
@@ -91,3 +88,33 @@ def test_default_location_follows_the_cache_env(tmp_path, monkeypatch):
     monkeypatch.setenv("LIFECYCLE_CACHE", str(tmp_path))
     results.record("x.y", 1.0, "x", lesson="00", what="w")
     assert results.ledger_path() == tmp_path / "results.json" and results.get("x.y") == 1.0
+
+
+# --- regression tests (issue 15): the ledger never loses measurements ---------------------------------------------
+
+GOOD = {"value": 2.5, "unit": "x", "lesson": "05_batching", "what": "speedup"}
+
+
+@pytest.mark.parametrize("bad", [0.3, {"unit": "fraction"}, {"value": "fast"}, {"value": float("nan")},
+                                 {"value": True}])
+def test_one_bad_entry_sets_aside_only_itself(ledger, bad):
+    ledger.write_text(json.dumps({"batching.speedup": GOOD, "train.mfu": bad}))
+    with pytest.warns(UserWarning, match=r"1 unreadable entries \['train.mfu'\].*other 1 entries are kept"):
+        assert results.entries(ledger) == {"batching.speedup": GOOD}
+    aside = list(ledger.parent.glob("results.json.bad-entries-*"))
+    assert len(aside) == 1
+    kept = json.loads(aside[0].read_text())
+    assert list(kept) == ["train.mfu"] and (kept["train.mfu"] == bad or isinstance(bad, dict) and
+                                            math.isnan(kept["train.mfu"]["value"]))
+    results.record("train.mfu", 0.3, "fraction", lesson="01_training", what="MFU", path=ledger)
+    assert results.get("batching.speedup", path=ledger) == 2.5 and results.get("train.mfu", path=ledger) == 0.3
+
+
+def test_two_set_asides_in_the_same_second_keep_both_files(ledger, monkeypatch):
+    monkeypatch.setattr(results.time, "time", lambda: 1_700_000_000.0)  # both happen in one second
+    for text in ("{first broken", "{second broken"):
+        ledger.write_text(text)
+        with pytest.warns(UserWarning, match="unreadable"):
+            results.entries(ledger)
+    aside = sorted(p.read_text() for p in ledger.parent.glob("results.json.corrupt-*"))
+    assert aside == ["{first broken", "{second broken"]

@@ -13,7 +13,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.stats import chisquare
 
 from lifecycle.device import num_threads
 from lifecycle.generate import generate, logits_to_probs
@@ -177,6 +176,27 @@ def test_cache_rollback_equals_fresh_prefill(target, drafter, temperature, confi
 
 # ---- sampling: every emitted token is a draw from the target's distribution ----
 
+def chisquare_pvalue(observed: torch.Tensor, expected: torch.Tensor) -> float:
+    """Pearson's chi-square goodness-of-fit p-value (what scipy.stats.chisquare returns, without scipy): the
+    statistic sum((o - e)^2 / e) against a chi-square law with k - 1 degrees of freedom, whose survival function
+    is the regularized upper incomplete gamma Q(df / 2, x / 2)."""
+    o, e = observed.double(), expected.double()
+    stat = ((o - e) ** 2 / e).sum()
+    df = torch.tensor(len(o) - 1, dtype=torch.float64)
+    return torch.special.gammaincc(df / 2, stat / 2).item()
+
+
+def test_chisquare_pvalue_matches_the_tables():
+    # 5% critical values of the chi-square law (any statistics table): 3.841 for 1 degree of freedom, 9.488 for 4
+    d = (3.841 * 50) ** 0.5  # two cells expecting 100 each, observed 100 ± d: statistic 2 d² / 100 = 3.841
+    assert chisquare_pvalue(torch.tensor([100 + d, 100 - d]), torch.tensor([100.0, 100.0])) == pytest.approx(0.05,
+                                                                                                            abs=1e-4)
+    d = (9.488 * 50) ** 0.5  # five cells expecting 100: two off by ±d give 2 d² / 100 = 9.488
+    assert chisquare_pvalue(torch.tensor([100 + d, 100 - d, 100, 100, 100]),
+                            torch.full((5,), 100.0)) == pytest.approx(0.05, abs=1e-4)
+    assert chisquare_pvalue(torch.tensor([10.0, 20.0, 30.0]), torch.tensor([10.0, 20.0, 30.0])) == 1.0
+
+
 def test_verify_sampling_follows_the_target_distribution():
     """Context-free p and q: each emitted token (accepted drafts, corrections, bonuses) must be distributed as p."""
     p = torch.tensor([0.50, 0.25, 0.15, 0.07, 0.03])
@@ -192,7 +212,7 @@ def test_verify_sampling_follows_the_target_distribution():
             counts[t] += 1
         accepted, examined = accepted + j, examined + min(j + 1, gamma)
     n = counts.sum()
-    assert chisquare(counts.numpy(), (p * n).numpy()).pvalue > 1e-3
+    assert chisquare_pvalue(counts, p * n) > 1e-3
     assert 0.5 * (counts / n - p).abs().sum() < 0.02
     # acceptance per examined draft equals sum_x min(p, q) (Leviathan et al., the definition of beta)
     assert accepted / examined == pytest.approx(torch.minimum(p, q).sum().item(), abs=0.02)
@@ -308,3 +328,46 @@ def test_decoder_validates(target, draft):
     assert dec.done
     with pytest.raises(RuntimeError, match="max_new_tokens"):
         dec.step()
+
+
+# ---- acceptance beyond greedy continuations: sampling, and held-out text (lesson 08) ----
+
+def test_acceptance_probability_is_one_minus_total_variation():
+    from lifecycle.speculative import acceptance_probability
+
+    p = torch.tensor([[0.50, 0.25, 0.15, 0.07, 0.03], [1.0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0]])
+    q = torch.tensor([[0.10, 0.10, 0.30, 0.30, 0.20], [1.0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0]])
+    beta = acceptance_probability(p, q)
+    assert beta.shape == (3,)
+    assert beta[0].item() == pytest.approx(1 - 0.5 * (p[0] - q[0]).abs().sum().item())
+    assert beta[1:].tolist() == [1.0, 0.0]  # point masses: greedy agreement
+    with pytest.raises(ValueError, match="same shape"):
+        acceptance_probability(p, q[:, :4])
+
+
+def test_heldout_acceptance_is_one_for_the_target_itself_and_matches_the_definition(target, draft):
+    from lifecycle.benches.speculative import heldout_acceptance
+    from lifecycle.speculative import acceptance_probability
+
+    data = torch.randint(0, V, (500,), generator=torch.Generator().manual_seed(3))
+    for temperature in (0.0, 0.8):
+        assert heldout_acceptance(target, target, data, temperature, windows=3, length=W) == pytest.approx(1.0)
+    got = heldout_acceptance(target, draft, data, 0.8, windows=3, length=W, seed=5)
+    starts = torch.randint(len(data) - W, (3,), generator=torch.Generator().manual_seed(5))
+    x = data[starts[:, None] + torch.arange(W)]
+    with torch.no_grad():
+        p, q = (logits_to_probs(m(x)[0], 0.8) for m in (target, draft))
+    assert got == pytest.approx(acceptance_probability(p, q).mean().item(), rel=1e-5)
+    assert 0 < heldout_acceptance(target, draft, data, 0.0, windows=3, length=W) < 1
+
+
+def test_sampled_speed_counts_and_a_perfect_draft(target, draft):
+    from lifecycle.benches.speculative import sampled_speed
+
+    prompts = [_prompt(5, 1), _prompt(7, 2)]
+    perfect = sampled_speed(target, target, prompts, 12, gamma=3, c=1.0, repeats=1)
+    assert perfect["alpha"] == 1.0 and perfect["temperature"] == 0.8  # p == q: every sampled draft is kept
+    assert perfect["predicted_speedup"] == pytest.approx(expected_speedup(1.0, 3, 1.0))
+    noisy = sampled_speed(target, draft, prompts, 12, gamma=3, c=0.5, repeats=1)
+    assert 0 < noisy["alpha"] < 1 and 1 <= noisy["tokens_per_call"] <= 4
+    assert noisy["measured_speedup"] > 0 and noisy["ms_per_token"] > 0

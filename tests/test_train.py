@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lifecycle.model import GPT, preset
-from lifecycle.train import CheckpointError, TrainConfig, batch_shape, load_checkpoint, lr_at, save_checkpoint, train
+from lifecycle.train import CheckpointError, TrainConfig, batch_shape, checkpoint_files, load_checkpoint, lr_at, save_checkpoint, train
 
 
 def small_cfg(**kw):
@@ -109,7 +109,7 @@ def test_checkpoint_files_are_written_atomically(tiny_model, tmp_path, monkeypat
     before = (tmp_path / "m.safetensors").read_bytes()
     import lifecycle.train as t
 
-    def boom(tensors, path):
+    def boom(tensors, path, **kw):
         open(path, "wb").write(b"partial")
         raise OSError("disk full")
 
@@ -122,7 +122,122 @@ def test_checkpoint_files_are_written_atomically(tiny_model, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("bad", [dict(max_iters=0), dict(lr=1e-3, min_lr=1e-2), dict(precision="fp8"),
-                                 dict(short_fraction=1.0)])
+                                 dict(short_fraction=1.0), dict(grad_clip=float("nan")),
+                                 dict(grad_clip=float("inf")), dict(grad_clip=-1.0)])
 def test_bad_train_configs_are_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+# --- regression tests for faults found by fault injection (issue 15) ----------------------------------------------
+
+def test_dotted_checkpoint_names_do_not_collide(small_corpus, tmp_path):
+    a, b = fresh_model(small_corpus, seed=1), fresh_model(small_corpus, seed=2)
+    save_checkpoint(tmp_path / "run.v1", a, step=1)
+    save_checkpoint(tmp_path / "run.v2", b, step=2)
+    assert load_checkpoint(tmp_path / "run.v1")["step"] == 1
+    loaded = load_checkpoint(tmp_path / "run.v1")["model"]
+    assert torch.equal(loaded.transformer.wte.weight, a.transformer.wte.weight)
+    assert {p.name for p in tmp_path.glob("run*")} == {"run.v1.safetensors", "run.v1.json", "run.v2.safetensors",
+                                                    "run.v2.json"}
+
+
+def test_resume_of_a_dotted_checkpoint_continues(small_corpus, tmp_path):
+    def crash(row):
+        if row["step"] == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(small_corpus, small_cfg(), checkpoint=tmp_path / "x.v1", callback=crash)
+    _, result = run(small_corpus, small_cfg(), checkpoint=tmp_path / "x.v1", resume=True)
+    assert result.steps == 10  # continued at step 20, not restarted at 0
+
+
+def test_interrupt_between_the_two_files_leaves_a_loadable_checkpoint(small_corpus, tmp_path, monkeypatch):
+    import lifecycle.train as t
+
+    old, new = fresh_model(small_corpus, seed=1), fresh_model(small_corpus, seed=2)
+    save_checkpoint(tmp_path / "m", old, step=1)
+    real = t._atomic_write
+
+    def die_before_json(path, write):  # the process dies after the tensor file's rename, before the JSON's
+        if path.suffix == ".json":
+            raise KeyboardInterrupt
+        real(path, write)
+
+    monkeypatch.setattr(t, "_atomic_write", die_before_json)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "m", new, step=2)
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="own header"):
+        state = load_checkpoint(tmp_path / "m")
+    assert state["step"] == 2  # the new checkpoint, complete and verified
+    assert torch.equal(state["model"].transformer.wte.weight, new.transformer.wte.weight)
+
+
+def test_resume_with_the_json_missing_does_not_restart(small_corpus, tmp_path):
+    ckpt = tmp_path / "run"
+
+    def crash(row):
+        if row["step"] == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(small_corpus, small_cfg(), checkpoint=ckpt, callback=crash)
+    (tmp_path / "run.json").unlink()
+    with pytest.warns(UserWarning, match="missing"):
+        _, result = run(small_corpus, small_cfg(), checkpoint=ckpt, resume=True)
+    assert result.steps == 10
+
+
+def test_resume_from_an_unverifiable_checkpoint_raises_and_keeps_the_weights(small_corpus, tmp_path):
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "run.safetensors"  # a tensor file without JSON or header: nothing proves what it is
+    save_file({"w": torch.ones(3)}, str(weights))
+    before = weights.read_bytes()
+    with pytest.raises(CheckpointError, match="missing"):
+        run(small_corpus, small_cfg(), checkpoint=tmp_path / "run", resume=True)
+    assert weights.read_bytes() == before
+
+
+def test_diverging_run_raises_and_keeps_the_last_good_checkpoint(small_corpus, tmp_path):
+    from lifecycle.train import TrainingDiverged
+
+    calls = []
+
+    def blow_up_after_step_10(model, x, y):
+        calls.append(1)
+        loss = model(x, y)[1]
+        return loss * float("nan") if len(calls) > 10 else loss
+
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        run(small_corpus, small_cfg(), checkpoint=tmp_path / "run", loss_fn=blow_up_after_step_10)
+    state = load_checkpoint(tmp_path / "run")
+    assert state["step"] == 10
+    assert all(torch.isfinite(p).all() for p in state["model"].parameters())
+
+
+def test_non_finite_weights_are_never_saved(tiny_model, tmp_path):
+    from lifecycle.train import TrainingDiverged
+
+    save_checkpoint(tmp_path / "m", tiny_model, step=1)
+    with torch.no_grad():
+        tiny_model.transformer.wte.weight[0, 0] = float("nan")
+    with pytest.raises(TrainingDiverged, match="inf/NaN"):
+        save_checkpoint(tmp_path / "m", tiny_model, step=2)
+    assert load_checkpoint(tmp_path / "m")["step"] == 1
+
+
+@pytest.mark.parametrize("precision, dtype", [("auto", "float32"), ("fp32", "float32"), ("bf16", "bfloat16")])
+def test_train_result_carries_the_dtype_its_matmuls_ran_in(small_corpus, precision, dtype):
+    # MFU must divide by the peak of this dtype (on CUDA "auto" autocasts to bf16, not fp32)
+    _, result = run(small_corpus, small_cfg(max_iters=2, eval_interval=2, precision=precision))
+    assert result.compute_dtype == dtype and result.summary()["compute_dtype"] == dtype
+
+
+def test_checkpoint_files_are_readable_by_others(tmp_path, tiny_model):
+    """A course cache shared read-only (a lab server) must stay readable: atomic writes must not leave mkstemp's 0600."""
+    save_checkpoint(tmp_path / "m", tiny_model)
+    for f in checkpoint_files(tmp_path / "m"):
+        assert f.stat().st_mode & 0o044 == 0o044, f"{f.name} has mode {oct(f.stat().st_mode)}"

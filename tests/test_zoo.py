@@ -70,3 +70,43 @@ def test_cli_prints_the_card_as_json(fake_zoo, capsys):
 def test_teacher_preset_follows_the_device():
     assert zoo.teacher_preset(torch.device("cpu")) == "cpu"
     assert zoo.teacher_preset(torch.device("cuda")) == "gpu"
+
+
+def test_a_read_only_cache_still_serves_a_cached_model(fake_zoo, monkeypatch):
+    """Regression (issue 15): get() tried to create its lock file first and raised OSError on a read-only cache."""
+    import builtins
+    import errno
+
+    first = fake_zoo.get("teacher", device="cpu", progress=False)
+    folder = fake_zoo.model_path("teacher", torch.device("cpu")).parent
+    for lock in folder.glob("*.lock"):
+        lock.unlink()
+
+    def read_only_open(file, mode="r", *args, **kwargs):  # root ignores chmod, so refuse writes here too
+        if any(m in mode for m in "wax+"):
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(fake_zoo, "open", read_only_open, raising=False)
+    folder.chmod(0o555)
+    try:
+        again = fake_zoo.get("teacher", device="cpu", progress=False)
+        with pytest.raises(OSError, match="read-only"):  # a model that is not there cannot be trained there
+            fake_zoo.build("teacher", device="cpu", progress=False)
+    finally:
+        folder.chmod(0o755)
+    assert len(calls) == 1
+    x = torch.randint(0, first.config.vocab_size, (1, 8))
+    assert torch.equal(first(x)[0], again(x)[0])
+
+
+def test_seed_study_runs_are_zoo_models_with_their_run_passed():
+    import functools
+
+    from lifecycle import distill
+
+    for name in distill.SEED_RUNS:
+        trainer = zoo._trainer(name)
+        assert isinstance(trainer, functools.partial) and trainer.keywords == {"run": name}
+        assert trainer.func is distill.train_seed_run
+    assert zoo._trainer("student") is distill.train_student

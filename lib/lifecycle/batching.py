@@ -32,6 +32,7 @@ with a ValueError (a server would truncate the prompt or cap the output; `genera
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -80,6 +81,7 @@ def generate_batch(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens:
     last row stops. Greedy rows equal `generate(model, prompt, n)` for each prompt alone.
     """
     check_sampling(temperature, top_k, top_p)
+    check_prompts(prompts, model.config.vocab_size)
     limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     if len(limits) != len(prompts) or any(not isinstance(n, int) or n < 0 for n in limits):
         raise ValueError("max_new_tokens must be an integer >= 0 or one such integer per prompt")
@@ -105,6 +107,21 @@ def generate_batch(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens:
         # finished rows compute on (wasted) at a frozen position, so no position leaves the window
         positions = positions + torch.tensor([[not d] for d in done], device=positions.device)
     return out
+
+
+def check_prompts(prompts, vocab_size: int) -> None:
+    """Raise ValueError unless `prompts` is a non-empty list of non-empty lists of integer ids in [0, vocab_size)."""
+    if isinstance(prompts, torch.Tensor):
+        prompts = prompts.tolist()
+    if len(prompts) == 0:
+        raise ValueError("no prompts: give a list of prompts, each a list of token ids")
+    for i, p in enumerate(prompts):
+        ids = p.tolist() if isinstance(p, torch.Tensor) else p
+        if isinstance(ids, (int, str, bytes)) or len(ids) == 0:
+            raise ValueError(f"prompt {i} must be a non-empty list of token ids, got {p!r}")
+        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size]
+        if bad:
+            raise ValueError(f"prompt {i} holds {bad[:3]!r}: token ids must be integers in [0, {vocab_size - 1}]")
 
 
 def _check_fits(prompt_len: int, max_new: int, block_size: int, what: str) -> None:

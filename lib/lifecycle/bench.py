@@ -26,7 +26,7 @@ import torch
 
 from .device import device_name, pick_device, synchronize
 
-BENCHES = ("train", "decode", "quantize", "batching", "speculative", "caching", "ddp")
+BENCHES = ("train", "decode", "quantize", "batching", "speculative", "caching", "ddp", "serve")
 
 
 @dataclass

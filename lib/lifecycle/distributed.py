@@ -47,7 +47,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .data import get_batch
-from .device import seed_everything
+from .device import seed_everything, thread_budget, use_thread_budget
 from .model import GPT, preset
 from .train import TrainConfig, batch_generator, make_optimizer, train
 
@@ -299,14 +299,33 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)  # the launcher never reads half a file
 
 
+def watch_parent(rank: int, interval_s: float = 0.5) -> None:
+    """End this rank when its parent (torchrun) dies, whatever killed it (SIGKILL, the OOM killer).
+
+    torchrun starts each worker in a session of its own, so nothing else would stop an orphaned rank: it would
+    train on with PPID 1. A daemon thread notices the change of parent and exits the process.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent != 1:  # PPID 1 from the start: torchrun died before we looked
+            time.sleep(interval_s)
+        log(rank, f"torchrun (pid {parent}) is gone; this rank stops")
+        os._exit(70)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of every rank (torchrun runs one copy per process)."""
     cfg, out = parse_args(argv)
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
+    if os.environ.get("TORCHELASTIC_RUN_ID"):  # started by torchrun (not a group of one run in-process)
+        watch_parent(rank)
     try:
-        if threads := os.environ.get("LIFECYCLE_THREADS"):
-            torch.set_num_threads(int(threads))
+        if os.environ.get("LIFECYCLE_THREADS"):  # set by `launch`: this rank's share of the CPU budget
+            use_thread_budget()
         rank, world, device = setup(cfg.collective_timeout_s, cfg.device)
         run = run_train if cfg.mode == "train" else run_timing
         result = run(cfg, out, rank, world, device)
@@ -410,6 +429,26 @@ def kill_tree(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
     proc.poll()
 
 
+def kill_leftovers(out: Path, grace_s: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL, every live process whose command line names the run folder `out`: the ranks of a
+    torchrun that died are no longer its descendants (they were reparented), but their command line still says
+    which run they belong to."""
+    def ours(pid: int) -> bool:  # a rank or torchrun of this run, never a shell that merely names the folder
+        cmdline = _read(Path(f"/proc/{pid}/cmdline"))
+        return pid != os.getpid() and (b"lifecycle.distributed" in cmdline or b"torch.distributed.run" in cmdline)
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = [p for p in leftover_processes(out) if ours(p)]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.perf_counter() + grace_s
+        while time.perf_counter() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.05)
+
+
 def _first_error(out: Path) -> dict | None:
     errors = []
     for path in out.glob("error-rank*.json"):
@@ -431,7 +470,7 @@ def launch(nproc: int, config: DDPConfig | list[str], *, out: Path | str | None 
            threads: int | None = None, stream: bool = True, check: bool = True) -> LaunchResult:
     """Run `nproc` ranks with torchrun, print their output live, and return rank 0's results.
 
-    threads: torch threads per rank (default: this machine's CPUs shared evenly). On failure or timeout every
+    threads: torch threads per rank (default: this process's CPU budget, `device.thread_budget`, shared evenly). On failure or timeout every
     process is killed; with check=True a LaunchError names the failing rank and its error.
     """
     if not isinstance(nproc, int) or nproc < 1:
@@ -441,7 +480,7 @@ def launch(nproc: int, config: DDPConfig | list[str], *, out: Path | str | None 
     for stale in [out / "result.json", *out.glob("error-rank*.json")]:
         stale.unlink(missing_ok=True)
     args = config.to_args() if isinstance(config, DDPConfig) else list(config)
-    threads = threads or max(1, (os.cpu_count() or 1) // nproc)
+    threads = threads or max(1, thread_budget().threads // nproc)
     env = os.environ | {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads), "LIFECYCLE_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "lifecycle.distributed", *args, "--out", str(out)]
@@ -459,6 +498,8 @@ def launch(nproc: int, config: DDPConfig | list[str], *, out: Path | str | None 
                 if time.perf_counter() - t0 > timeout_s:
                     timed_out = True
                     break
+                if proc.poll() is not None and proc.returncode != 0:
+                    break  # torchrun died (killed, OOM) while orphaned ranks still hold the output pipe open
                 continue
             if line is None:
                 break
@@ -471,6 +512,8 @@ def launch(nproc: int, config: DDPConfig | list[str], *, out: Path | str | None 
     finally:
         if proc.poll() is None or _descendants(proc.pid):  # interrupted (KeyboardInterrupt) or a straggler
             kill_tree(proc)
+        if proc.returncode != 0:
+            kill_leftovers(out)  # ranks orphaned by a dead torchrun are not its descendants any more
     seconds = time.perf_counter() - t0
     if timed_out or returncode != 0:
         kill_tree(proc)  # a worker torchrun did not reap is still ours to end

@@ -51,6 +51,18 @@ def check_sampling(temperature: float = 0.0, top_k: int | None = None, top_p: fl
         raise ValueError(f"top_p must be in (0, 1] or None (no nucleus filter), got {top_p!r}")
 
 
+# The most new tokens one call may ask for. The window slides, so generation itself has no length limit, but the
+# text is kept in one buffer of prompt + max_new_tokens ids: 10**9 would allocate gigabytes and run for days.
+MAX_NEW_TOKENS = 100_000
+
+
+def check_max_new_tokens(max_new_tokens) -> None:
+    """Raise ValueError unless max_new_tokens is an integer in [0, MAX_NEW_TOKENS]."""
+    if not _is_int(max_new_tokens) or not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens must be an integer in [0, {MAX_NEW_TOKENS:,}], got {max_new_tokens!r}; "
+                         "for longer text, call again with the end of the last output as the prompt")
+
+
 def _is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
@@ -64,7 +76,8 @@ def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int |
     """Probabilities (..., V) from logits (..., V) after temperature, top-k and top-p filtering (temperature > 0).
 
     top_k keeps every token whose logit is at least the k-th largest (ties with it included); top_p then keeps
-    the most likely tokens until their probabilities add up to top_p (the most likely token always stays).
+    the most likely tokens until their probabilities add up to top_p (the most likely token always stays, so
+    top_p=0 here means greedy; the generation functions reject top_p <= 0 as a likely mistake).
     """
     logits = logits.float() / max(temperature, 1e-8)
     if top_k is not None and top_k < logits.size(-1):
@@ -74,7 +87,9 @@ def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int |
     if top_p is not None and top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)  # ties: lowest id first, as argmax
         before = sorted_probs.cumsum(-1) - sorted_probs  # probability mass ranked above each token
-        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)  # the top token always stays
+        drop = before >= top_p
+        drop[..., 0] = False  # the top token always stays (with top_p <= 0, nothing else would)
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
         probs = probs / probs.sum(-1, keepdim=True)
     return probs
@@ -143,8 +158,7 @@ def iter_steps(model: GPT, prompt, max_new_tokens: int, *, use_cache: bool = Tru
 
     Every argument is checked here, before the first step runs.
     """
-    if not _is_int(max_new_tokens) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    check_max_new_tokens(max_new_tokens)
     check_sampling(temperature, top_k, top_p)
     if generator is not None and seed is not None:
         raise ValueError("give either seed or generator, not both")
@@ -309,3 +323,19 @@ def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 200,
     if on_text and len(text) > sent:
         on_text(text[sent:])
     return text
+
+
+def sampling_summary(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                     seed: int = 0) -> dict[str, float]:
+    """What a decoding rule does to one next-token distribution (V,): the lesson-03 sliders' pure function.
+
+    top_k 0 and top_p 1.0 mean "off"; temperature 0 is greedy. Returns the probability of the favourite, how many
+    tokens can still be drawn, the entropy in bits, and one token drawn with `seed` (the argmax when greedy).
+    """
+    check_sampling(temperature, top_k or None, top_p)
+    probs = logits_to_probs(logits.float().cpu(), temperature if temperature > 0 else 1e-8, top_k or None, top_p)
+    token = int(sample(logits.float().cpu()[None], temperature, top_k or None, top_p,
+                       generator=torch.Generator().manual_seed(seed))[0])
+    nz = probs[probs > 0]
+    return {"top_prob": float(probs.max()), "kept": float((probs > 0).sum()),
+            "entropy_bits": float(-(nz * nz.log2()).sum()), "sample": float(token)}

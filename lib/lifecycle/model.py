@@ -9,6 +9,8 @@ The KV cache lives beside the model, not inside it: `KVCache` preallocates keys 
 `GPT.forward(idx, cache=cache)` writes the new positions into it and attends over everything cached so far.
 The same forward serves training (no cache), prefill (many tokens into an empty cache), decode (one token),
 verification of several drafted tokens (speculative decoding), and padded batches (`key_mask`).
+The forward pass uses PyTorch's fused attention (SDPA), which never stores the attention weights;
+`attention_weights(model, idx)` computes them explicitly, every layer and head, to look at (lesson 01).
 
 Glossary: B batch, T new tokens, S cached + new tokens, C = n_embd, nh = n_head, hs = C // nh, V = vocab_size.
 
@@ -177,6 +179,21 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The causal attention weights softmax(q·kᵀ/√hs) of every head for input x (B, T, C): (B, nh, T, T).
+
+        What SDPA computes inside `forward` (no cache, no padding, no dropout), written out so it can be looked at:
+        row i of a head's (T, T) matrix is how query position i spreads its attention over key positions 0..i.
+        """
+        B, T, C = x.shape
+        hs = C // self.n_head
+        q, k, _ = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, T, T)
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=1)  # key after query
+        return scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+
 
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
@@ -303,6 +320,24 @@ class GPT(nn.Module):
     def nbytes(self) -> int:
         """Bytes of parameters and buffers as held in memory."""
         return sum(t.numel() * t.element_size() for t in list(self.parameters()) + list(self.buffers()))
+
+
+@torch.no_grad()
+def attention_weights(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Attention weights of every layer and head on tokens idx (B, T): (n_layer, B, nh, T, T).
+
+    Runs the forward pass block by block (as `GPT.forward` does without a cache) and reads each layer's weights
+    off its LayerNorm-ed input. Meant for a model in eval mode (dropout would make the weights random).
+    """
+    T = idx.shape[1]
+    if T > model.config.block_size:
+        raise ValueError(f"{T} tokens exceed the context window of {model.config.block_size}; pass a shorter text")
+    x = model.transformer.wte(idx) + model.transformer.wpe.weight[:T]  # (B, T, C)
+    layers = []
+    for block in model.transformer.h:
+        layers.append(block.attn.weights(block.ln_1(x)))
+        x = block(x)
+    return torch.stack(layers)
 
 
 def to_hf_gpt2(model: GPT):

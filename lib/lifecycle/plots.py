@@ -1,7 +1,15 @@
-"""Matplotlib helpers shared by the lessons: a live loss plot and a few consistent figure styles."""
+"""Matplotlib helpers shared by the lessons: a live loss plot, a few consistent figure styles, dollar axes."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
+
+from . import money
+
+
+def usd_formatter(sig: int = 3) -> FuncFormatter:
+    """Axis ticks as short dollars ("$0", "$250k", "$36.5T"), never "1e7": for `ax.yaxis.set_major_formatter`."""
+    return FuncFormatter(lambda v, _pos: money.usd(v, sig, short=True))
 
 
 class LiveLossPlot:

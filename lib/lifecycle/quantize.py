@@ -347,36 +347,45 @@ def save_quantized(model: GPT, path: Path | str) -> Path:
     """Write the (quantized or cast) model to one .safetensors file, atomically; the recipe goes in its header."""
     from safetensors.torch import save_file
 
-    from .train import _atomic_write
+    from .train import _atomic_write, checkpoint_files, tensors_sha256
 
     cfg = getattr(model, "quant_config", None)
     if cfg is None:
         raise ValueError("save_quantized needs a model made by quantize_model() or cast(); got a plain model")
-    path = Path(path).with_suffix(".safetensors")
+    path = checkpoint_files(path)[0]  # suffix appended: "int8.v1" and "int8.v2" are two files
     tensors, aliases = unique_tensors(model)
-    meta = {"format": "lifecycle-quantized/1", "config": json.dumps(model.config.to_dict()),
-            "quant": json.dumps(cfg.to_dict()), "aliases": json.dumps(aliases)}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {"format": "lifecycle-quantized/1", "config": json.dumps(model.config.to_dict()),
+            "quant": json.dumps(cfg.to_dict()), "aliases": json.dumps(aliases), "sha256": tensors_sha256(tensors)}
     _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return path
 
 
 def load_quantized(path: Path | str, device: torch.device | str = "cpu") -> GPT:
     """Rebuild a model saved by save_quantized: same layers, same codes and scales, the head tied again."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    path = Path(path).with_suffix(".safetensors")
+    from .train import checkpoint_files, tensors_sha256
+
+    path = checkpoint_files(path)[0]
     if not path.exists():
         raise FileNotFoundError(f"no quantized model at {path}; write one with save_quantized(model, path)")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} cannot be read ({e}): truncated or changed; save the model again") from e
     if meta.get("format") != "lifecycle-quantized/1":
         raise ValueError(f"{path} was not written by save_quantized (format {meta.get('format')!r})")
+    # files from before the checksum have no "sha256"; every file written now is verified
+    if "sha256" in meta and tensors_sha256(state) != meta["sha256"]:
+        raise ValueError(f"{path} does not match the checksum in its header: the file was changed or damaged; "
+                         "save the model again with save_quantized")
     config = GPTConfig.from_dict(json.loads(meta["config"]))
     cfg = QuantConfig(**json.loads(meta["quant"]))
     model = quantize_model(GPT(config), cfg)  # the right layer types and shapes; the values come from the file
-    state = load_file(str(path))
     state |= {alias: state[name] for alias, name in json.loads(meta["aliases"]).items()}
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
@@ -457,6 +466,28 @@ def reference_int8(model: GPT, dynamic: bool = False) -> tuple[nn.Module, str]:
         return out, f"torch.ao.quantization.quantize_dynamic (torch {torch.__version__}, per-channel)"
 
 
+def fused_int8_linear(linear: nn.Linear) -> nn.Module:
+    """A copy of `linear` as PyTorch's fused int8 layer for the CPU: int8 weights (one scale per tensor) and int8
+    activations quantized on the fly, multiplied by one integer kernel (fbgemm on x86, qnnpack on ARM), so the codes
+    are never expanded to a float matrix in memory. Same call, same output shape: (..., in) -> (..., out).
+
+    This is `torch.ao.quantization.quantize_dynamic`, the fused int8 path eager PyTorch has on a CPU (torchao's
+    int8 configs run without a fused kernel on a CPU unless compiled). CPU only: on a GPU use torchao.
+    """
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"fused_int8_linear takes an nn.Linear, got {type(linear).__name__}")
+    if linear.weight.device.type != "cpu":
+        raise RuntimeError("PyTorch's fused dynamic int8 Linear runs on the CPU only; move the layer to the CPU "
+                           "(on a GPU, torchao's int8 configs with torch.compile are the fused path)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import quantize_dynamic
+        wrapped = quantize_dynamic(nn.Sequential(copy.deepcopy(linear).float().eval()), {nn.Linear},
+                                   dtype=torch.qint8)
+    return wrapped[0]
+
+
 class _quiet:
     """Raise the named loggers to ERROR while importing (torchao logs missing optional CUDA kernels on CPU)."""
 
@@ -471,3 +502,80 @@ class _quiet:
     def __exit__(self, *exc):
         for lg, level in zip(self.loggers, self.levels):
             lg.setLevel(level)
+
+
+# ---- a grid of bit widths × group sizes, for lesson 04's sliders ----
+# The library's layers store int8 (per row) and int4 (per group); to let a learner slide through other widths too,
+# the grid rounds each weight matrix to `bits`-bit codes and straight back to float32 ("fake quantization"): the
+# model computes with exactly the values a `bits`-bit layer would hold, and the bytes are those such a layer would
+# store. At bits=8 per row and bits=4 per group this is the library's own arithmetic (tests/test_widgets.py checks).
+
+def fake_quantize(w: torch.Tensor, bits: int, group_size: int | None = None,
+                  scale_dtype: str = "bf16") -> torch.Tensor:
+    """w (out, in) rounded to symmetric `bits`-bit codes, one scale per `group_size` input columns (None: per row),
+    and back to float32 (out, in)."""
+    _check_weight(w)
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
+    out_f, in_f = w.shape
+    gs = in_f if group_size is None else group_size
+    if isinstance(gs, bool) or not isinstance(gs, int) or gs < 1 or in_f % gs:
+        raise ValueError(f"group_size must be None (one scale per row) or a divisor of in_features={in_f}, "
+                         f"got {group_size!r}")
+    qmax = 2 ** (bits - 1) - 1  # symmetric: -2^(b-1) unused, as in QMAX
+    groups = w.float().reshape(out_f, in_f // gs, gs)  # (out, G, gs)
+    scales = _scales(groups.abs().amax(dim=-1), qmax, scale_dtype).float()  # (out, G)
+    q = torch.round(groups / scales[..., None]).clamp(-qmax, qmax)
+    return (q * scales[..., None]).reshape(out_f, in_f)
+
+
+def fake_quantized_bytes(shape: tuple[int, int], bits: int, group_size: int | None = None,
+                         scale_dtype: str = "bf16") -> int:
+    """Bytes a `bits`-bit matrix of `shape` would store: packed codes plus one scale per group."""
+    out_f, in_f = shape
+    groups = 1 if group_size is None else in_f // group_size
+    return -(-out_f * in_f * bits // 8) + out_f * groups * SCALE_DTYPES[scale_dtype].itemsize
+
+
+def _grid_matrices(model: GPT) -> list[nn.Parameter]:
+    """The weights `quantize_model` quantizes: every block's Linear, and the token and position tables."""
+    mats = [m.weight for m in model.transformer.h.modules() if isinstance(m, nn.Linear)]
+    return mats + [model.transformer.wte.weight, model.transformer.wpe.weight]
+
+
+@torch.no_grad()
+def precision_grid(model: GPT, data: torch.Tensor, bits=(8, 6, 4, 3), group_sizes=(16, 64, None), batches: int = 1,
+                   batch_size: int = 4, block_size: int = 128, seed: int = 0) -> list[dict]:
+    """Bytes and validation loss of `model` at every (bits, group size), plus the fp32 row (bits 32).
+
+    Each row: {"bits", "group_size" (0 = one scale per row), "bytes", "val_loss"}; every row is scored on the same
+    `batches` × `batch_size` validation windows of `block_size` tokens (`val_loss`): few and short by default, so
+    that a grid costs seconds. The model itself is left unchanged.
+    """
+    work = copy.deepcopy(model).eval()
+    mats = _grid_matrices(work)
+    originals = [w.detach().clone() for w in mats]
+    ids = {id(w) for w in mats}
+    rest = sum(p.numel() * p.element_size() for p in work.parameters() if id(p) not in ids)  # biases, LayerNorms
+    block_size = min(block_size, work.config.block_size)
+    score = lambda: val_loss(work, data, batches, batch_size, block_size, seed)  # noqa: E731
+    rows = [{"bits": 32, "group_size": 0, "bytes": rest + sum(w.numel() * 4 for w in originals),
+             "val_loss": score()}]
+    for b in bits:
+        for g in group_sizes:
+            for w, w0 in zip(mats, originals):
+                w.copy_(fake_quantize(w0, b, g))
+            n_bytes = rest + sum(fake_quantized_bytes(tuple(w0.shape), b, g) for w0 in originals)
+            rows.append({"bits": b, "group_size": g or 0, "bytes": n_bytes, "val_loss": score()})
+    return rows
+
+
+def grid_point(grid: list[dict], bits: int, group_size: int) -> dict[str, float]:
+    """One row of `precision_grid` (group_size 0 = per row) with its bytes and loss against the fp32 row."""
+    base = next((r for r in grid if r["bits"] == 32), None)
+    row = next((r for r in grid if r["bits"] == bits and r["group_size"] == group_size), None)
+    if base is None or row is None:
+        raise ValueError(f"no grid row for bits={bits!r}, group_size={group_size!r}; the grid holds "
+                         f"{sorted({(r['bits'], r['group_size']) for r in grid})}")
+    return {"bytes": float(row["bytes"]), "bytes_vs_fp32": row["bytes"] / base["bytes"],
+            "val_loss": float(row["val_loss"]), "val_loss_change": row["val_loss"] / base["val_loss"] - 1}

@@ -3,7 +3,27 @@
 One JSON file in the course cache (`results.json`), one entry per key:
     {"key": {"value": 1.9, "unit": "x", "lesson": "05_batching", "what": "...", "machine": "...", "when": "..."}}
 Lessons call `record(...)`; lesson 09 calls `get(...)`, `entries()` or `table()`. A missing file is an empty
-ledger; a corrupt one is set aside (renamed, never deleted) with a warning, so no lesson crashes because of it.
+ledger; a file that is not a JSON object is set aside (renamed, never deleted) with a warning, and entries that are
+not {value: a finite number, ...} are moved to a file of their own while the good ones stay, so no lesson crashes
+and no measurement is lost. Every set-aside file gets a new, unique name.
+
+The claims table (`claims.json`) holds one row per claim of the seed. A lesson states the seed's range and passes
+the value it measured or computed; the verdict is derived (see `verdicts.py`), never written by hand:
+
+    from lifecycle.results import Assumption, Range, check_claim
+    row = check_claim(
+        "inference.cost_per_query", lesson=LESSON, claim="$0.001-$0.10 per query",
+        stated=Range(0.001, 0.10, "$/query"),         # Range(low, None, unit) / Range(None, high, unit): open end
+        value=cost_per_query,                          # in the Range's unit; None only with unmeasurable="why"
+        assumptions=[Assumption("GPU price", 2.0, "$/h", "cloud list price, 2024")],  # [] -> "reproduced"
+        interval=None,                                 # or (lo, hi) over seeds: a straddled bound is "inside the noise"
+        note="what the reader should know (never a verdict)")
+    row["verdict"], row["explanation"]                 # "contradicted", "$0.00001/query is 100× below the floor ..."
+    show_table(claims_display([row]))                  # claim, range, value, assumptions with sources, verdict
+
+Verdicts: `REPRODUCED`, `UNDER_ASSUMPTIONS`, `CONTRADICTED`, `NOT_MEASURABLE` (compare against these names, never
+a string). `verdicts.judge(stated, value, assumptions)` gives the same judgment without storing it, and
+`verdicts.band(stated, f, lo, hi)` the interval of x where f(x) would satisfy the claim.
 """
 from __future__ import annotations
 
@@ -14,9 +34,12 @@ import platform
 import tempfile
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 from .data import cache_dir
+from .verdicts import (CONTRADICTED, NOT_MEASURABLE, REPRODUCED, UNDER_ASSUMPTIONS, VERDICTS,  # noqa: F401
+                       Assumption, Range, band, fmt, judge, show)
 
 
 def ledger_path() -> Path:
@@ -40,29 +63,54 @@ def entries(path: Path | None = None) -> dict[str, dict]:
         return {}
     try:
         data = json.loads(path.read_text())
-        if not isinstance(data, dict) or not all(isinstance(v, dict) and _is_number(v.get("value"))
-                                                 for v in data.values()):
-            raise ValueError("not a mapping of key -> {value: a finite number, ...}")
-        return data
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object of key -> {value: a finite number, ...}")
     except (ValueError, OSError) as e:
         aside = _set_aside(path)
         warnings.warn(f"the results ledger {path} was unreadable ({e}); {aside} and an empty ledger is used. "
                       "Re-run the lessons whose measurements you want back.", stacklevel=2)
         return {}
+    good = {k: v for k, v in data.items() if isinstance(v, dict) and _is_number(v.get("value"))}
+    if len(good) < len(data):
+        bad = {k: v for k, v in data.items() if k not in good}
+        aside = _set_aside_entries(path, bad, good)
+        warnings.warn(f"the results ledger {path} held {len(bad)} unreadable entries {sorted(bad)[:5]} (not "
+                      f"{{value: a finite number, ...}}); {aside}; its other {len(good)} entries are kept. Re-run the "
+                      "lessons that measure the set-aside keys.", stacklevel=2)
+    return good
 
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _unique_name(path: Path, tag: str) -> Path:
+    """A new, empty file next to `path`, named PATH.TAG-<seconds>-<random>: two set-asides in the same second
+    get two files (mkstemp creates the name exclusively), so neither overwrites the other."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.{tag}-{int(time.time())}-")
+    os.close(fd)
+    return Path(name)
+
+
 def _set_aside(path: Path) -> str:
     """Rename an unreadable file out of the way (never delete it); say what happened."""
-    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
     try:
-        os.replace(path, aside)
+        aside = _unique_name(path, "corrupt")
+        os.replace(path, aside)  # replaces only the empty placeholder made for it
         return f"it was moved to {aside.name}"
     except OSError as e:  # e.g. a read-only clone: leave it where it is, still carry on
         return f"it could not be moved aside ({e})"
+
+
+def _set_aside_entries(path: Path, bad: dict, good: dict) -> str:
+    """Move the `bad` entries of the ledger at `path` to a file of their own, then keep only the `good` ones."""
+    try:
+        aside = _unique_name(path, "bad-entries")
+        aside.write_text(json.dumps(bad, indent=1, sort_keys=True))
+        _write_json(path, good)
+        return f"they were moved to {aside.name}"
+    except OSError as e:  # a read-only clone: the file stays as it is; the good entries are still used
+        return f"they could not be moved aside ({e}), so the file is left unchanged"
 
 
 def record(key: str, value: float, unit: str, *, lesson: str, what: str, path: Path | None = None) -> dict:
@@ -91,24 +139,72 @@ def table(path: Path | None = None) -> list[dict]:
     return [{"key": k} | v for k, v in sorted(entries(path).items(), key=lambda kv: (kv[1].get("lesson", ""), kv[0]))]
 
 
-# ---- the claims table: each numeric claim of the seed, what the course measured, and a verdict ----
+# ---- the claims table: each claim of the seed, as a range; what the course measured; a computed verdict ----
+# Verdicts are computed by `verdicts.judge` from the range and the value; no caller passes a verdict string
+# (tests/test_claims.py scans the notebooks and the library for one).
 
-VERDICTS = ("reproduced", "holds under stated assumptions", "not reproduced here")
+LEGACY_VERDICTS = ("reproduced", "holds under stated assumptions", "not reproduced here")  # record_claim only
 
 
 def claims_path() -> Path:
     return cache_dir() / "claims.json"
 
 
+def check_claim(claim_id: str, *, lesson: str, claim: str, stated: Range, value: float | None,
+                assumptions: tuple[Assumption, ...] | list = (), interval: tuple[float, float] | None = None,
+                unmeasurable: str | None = None, note: str = "", path: Path | None = None) -> dict:
+    """Judge one claim of the seed and store the row (replacing an older row with the same id); return the row.
+
+    `stated`: the seed's range; `value`: what this run measured or computed, in `stated.unit` (None with
+    `unmeasurable="why"` when nothing can be measured); `assumptions`: outside inputs with their sources;
+    `interval`: the value's spread over repeats, if any; `note`: context for the reader (never a verdict).
+    """
+    if not isinstance(claim_id, str) or not claim_id:
+        raise ValueError("a claim id must be a non-empty string, e.g. 'inference.cost_per_query'")
+    judgment = judge(stated, value, assumptions, interval=interval, unmeasurable=unmeasurable)
+    assumptions = tuple(assumptions)
+    shown = "-" if value is None else show(value, stated.unit)
+    row = {"lesson": lesson, "claim": claim, "range": asdict(stated), "range_text": stated.text(),
+           "value": value, "unit": stated.unit, "interval": None if interval is None else list(interval),
+           "assumptions": [asdict(a) for a in assumptions], "verdict": judgment.verdict,
+           "explanation": judgment.explanation, "direction": judgment.direction, "factor": judgment.factor,
+           "note": note, "measured": shown, "why": judgment.explanation + (f"; {note}" if note else ""),
+           "machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path = path or claims_path()
+    rows = _read_json(path)
+    rows[claim_id] = row
+    _write_json(path, rows)
+    return row
+
+
+def claims_display(rows: list[dict] | None = None) -> list[dict]:
+    """Claim rows flattened for `course.show_table`: claim, range, value, assumptions (with sources), verdict, why.
+
+    Rows stored by the deprecated `record_claim` (a typed verdict, no range) are left out: re-run their lesson.
+    """
+    out = []
+    for r in claims() if rows is None else rows:
+        if "range" not in r:
+            continue
+        assumptions = "; ".join(Assumption(**a).text() for a in r.get("assumptions", [])) or "none"
+        out.append({"lesson": r.get("lesson", ""), "claim": r.get("claim", ""),
+                    "range": r.get("range_text", "-"), "value": r.get("measured", "-"),
+                    "assumptions": assumptions, "verdict": r.get("verdict", ""),
+                    "explanation": r.get("why", "")})
+    return out
+
+
 def record_claim(claim_id: str, *, lesson: str, claim: str, measured: str, verdict: str, why: str = "",
                  path: Path | None = None) -> dict:
-    """Store one row of the claims table (replacing an older row with the same id)."""
-    if verdict not in VERDICTS:
-        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    """Deprecated: a typed verdict. Use `check_claim`, which computes the verdict from a Range and a value."""
+    warnings.warn("results.record_claim stores a typed verdict; use results.check_claim(stated=Range(...), "
+                  "value=...) so the verdict is computed", DeprecationWarning, stacklevel=2)
+    if verdict not in LEGACY_VERDICTS:
+        raise ValueError(f"verdict must be one of {LEGACY_VERDICTS}, got {verdict!r}")
     path = path or claims_path()
     rows = _read_json(path)
     row = {"lesson": lesson, "claim": claim, "measured": measured, "verdict": verdict, "why": why,
-           "machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+           "legacy": True, "machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     rows[claim_id] = row
     _write_json(path, rows)
     return row
@@ -137,4 +233,5 @@ def _write_json(path: Path, data: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; keep the ledger readable like any other file
     os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one

@@ -38,7 +38,8 @@ from typing import Iterator
 
 import torch
 
-from .generate import _as_batch, _is_int, _is_real, check_sampling, context_start, logits_to_probs
+from .generate import _as_batch, _is_int, _is_real, check_max_new_tokens, check_sampling, context_start, \
+    logits_to_probs
 from .model import GPT, KVCache
 
 
@@ -122,6 +123,18 @@ def verify_sampling(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
     dist = p[k] if j == k else residual(p[j], q[j])
     token = torch.multinomial(dist, 1, generator=generator)
     return j, int(token)
+
+
+def acceptance_probability(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The chance that a draft drawn from q passes the accept/resample rule against p (Leviathan et al.'s beta):
+    sum over x of min(p(x), q(x)), which is 1 - TV(p, q). p, q: (..., V) distributions -> (...).
+
+    Averaged over the positions of a text, it is the expected acceptance rate alpha of sampled speculative decoding
+    there; with point masses (greedy) it is 1 where the two argmaxes agree and 0 elsewhere.
+    """
+    if p.shape != q.shape:
+        raise ValueError(f"p and q must have the same shape (..., V), got {tuple(p.shape)} and {tuple(q.shape)}")
+    return torch.minimum(p, q).sum(-1)
 
 
 def verify_greedy(target_logits: torch.Tensor, drafts: torch.Tensor) -> tuple[int, int]:
@@ -269,8 +282,7 @@ class SpeculativeDecoder:
         if not _is_real(confidence) or not 0.0 <= confidence < 1.0:
             raise ValueError(f"confidence (the draft stops after a proposal it gave less probability than this) must "
                              f"be in [0, 1), 0 = always draft gamma tokens; got {confidence!r}")
-        if not _is_int(max_new_tokens) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        check_max_new_tokens(max_new_tokens)
         W = target.config.block_size
         if (draft.config.vocab_size, draft.config.block_size) != (target.config.vocab_size, W):
             raise ValueError("draft and target must share the tokenizer and context window: (vocab_size, "
@@ -359,3 +371,11 @@ def speculative_generate(target: GPT, draft: GPT, prompt, max_new_tokens: int,
     while not decoder.done:
         decoder.step()
     return decoder.tokens[decoder.prompt_len:].view(1, -1).clone(), decoder.stats
+
+
+def speedup_summary(alpha: float, gamma: int, c: float, verify_cost: float = 1.0) -> dict[str, float]:
+    """The formula's figures at one (alpha, gamma, c): the lesson-08 sliders' pure function."""
+    best = best_gamma(alpha, c)
+    return {"tokens_per_call": expected_tokens_per_call(alpha, gamma),
+            "speedup": expected_speedup(alpha, gamma, c, verify_cost),
+            "best_gamma": float(best), "best_speedup": expected_speedup(alpha, best, c, verify_cost)}

@@ -6,8 +6,11 @@ passes `batch_fn`). Runs are reproducible: batch k is drawn from a generator see
 seed gives the same losses on the same machine, and a resumed run continues exactly where it stopped.
 
 Checkpoints are two files written atomically (temporary file, then rename): `NAME.safetensors` (tensors only,
-never pickle) and `NAME.json` (model config, training state and the sha256 of the tensor file). A checkpoint
-is complete exactly when its JSON exists and the checksum matches.
+never pickle) and `NAME.json` (model config, training state and the sha256 of the tensor file). The suffixes are
+appended to NAME, so `run.v1` and `run.v2` are two checkpoints. The tensor file is self-describing: its header
+carries the same metadata plus a sha256 of the tensors' bytes, so its rename is the single commit point of a save.
+An interrupt between the two renames leaves the new tensor file with the old JSON; the loader sees the JSON's
+checksum disagree, checks the header's own checksum instead and loads the new checkpoint (with a warning).
 
 Throughput is reported as tokens/s, achieved FLOP/s (6·N + attention, see `GPT.flops_per_token`) and MFU, the
 achieved share of a peak FLOP/s (this machine's measured matmul peak, from `lifecycle.device.probe`).
@@ -15,17 +18,19 @@ achieved share of a peak FLOP/s (this machine's measured matmul peak, from `life
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .data import get_batch, sha256_of
@@ -35,6 +40,10 @@ from .model import GPT, GPTConfig
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, or does not fit the model; the message says which and what to do."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the weights became inf/NaN; nothing was saved after the last finite checkpoint."""
 
 
 @dataclass
@@ -70,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"short_fraction must be in [0, 1), got {self.short_fraction}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ValueError(f"grad_clip must be a finite number >= 0 (0 turns clipping off), got {self.grad_clip}")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -147,6 +158,7 @@ class TrainResult:
     cpu_seconds: float = 0.0  # CPU time of this process over the same steps (all threads)
     flops: float = 0.0
     device: str = "cpu"
+    compute_dtype: str = "float32"  # the dtype the matmuls ran in (autocast's), whose peak MFU divides by
 
     @property
     def tokens_per_s(self) -> float:
@@ -157,7 +169,7 @@ class TrainResult:
         return self.flops / self.seconds if self.seconds else 0.0
 
     def mfu(self, peak_flops: float) -> float:
-        """Model FLOPs utilization: achieved FLOP/s as a share of `peak_flops`."""
+        """Model FLOPs utilization: achieved FLOP/s as a share of `peak_flops` (the peak of `compute_dtype`)."""
         return self.flops_per_s / peak_flops
 
     @property
@@ -168,7 +180,8 @@ class TrainResult:
         return {"steps": self.steps, "tokens": self.tokens, "seconds": round(self.seconds, 2),
                 "cpu_seconds": round(self.cpu_seconds, 2),
                 "tokens_per_s": round(self.tokens_per_s, 1), "flops": self.flops,
-                "flops_per_s": self.flops_per_s, "final_val_loss": self.final_val_loss, "device": self.device}
+                "flops_per_s": self.flops_per_s, "final_val_loss": self.final_val_loss, "device": self.device,
+                "compute_dtype": self.compute_dtype}
 
 
 def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor, cfg: TrainConfig, *,
@@ -191,9 +204,11 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor, cfg: Tra
     optimizer = optimizer or make_optimizer(model, cfg)
     amp = autocast_dtype(device, cfg.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    result = TrainResult(device=str(device))
+    result = TrainResult(device=str(device), compute_dtype=str(amp or torch.float32).removeprefix("torch."))
     start_step = 0
-    if resume and checkpoint is not None and Path(f"{checkpoint}.json").exists():
+    # resume when either file of the pair is there: a half-present checkpoint loads (see read_checkpoint_meta) or
+    # raises CheckpointError; it never silently restarts at step 0 and overwrites the weights
+    if resume and checkpoint is not None and any(f.exists() for f in checkpoint_files(checkpoint)):
         state = load_checkpoint(checkpoint, core, optimizer)
         start_step = state["step"]
         result.history = state.get("history", [])
@@ -233,6 +248,7 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor, cfg: Tra
             result.seconds += time.perf_counter() - t0  # evaluation time is not training time
             result.cpu_seconds += time.process_time() - c0
             losses = estimate_loss(core, splits, cfg, device, context=context)
+            _check_finite(core, losses, step + 1, checkpoint)
             row = {"step": step + 1, "train": losses["train"], "val": losses["val"], "lr": lr, "context": context,
                    "elapsed": round(result.seconds, 2), "tokens": result.tokens}
             result.history.append(row)
@@ -247,7 +263,38 @@ def train(model: GPT, train_data: torch.Tensor, val_data: torch.Tensor, cfg: Tra
     return result
 
 
+def _check_finite(model: GPT, losses: dict[str, float], step: int, checkpoint: Path | str | None) -> None:
+    """Stop a diverged run before it checkpoints: inf/NaN loss or weights raise TrainingDiverged."""
+    bad = [k for k, v in losses.items() if not math.isfinite(v)]
+    bad += [n for n, p in model.named_parameters() if not torch.isfinite(p).all()][:3]
+    if bad:
+        kept = f"the last good checkpoint at {checkpoint} is kept; " if checkpoint is not None else ""
+        raise TrainingDiverged(f"training diverged by step {step}: {bad} are not finite; {kept}"
+                               "lower TrainConfig.lr, keep grad_clip on, or use precision='fp32'")
+
+
 # ---- checkpoints ----
+
+def checkpoint_files(path: Path | str) -> tuple[Path, Path]:
+    """(tensor file, metadata file) of checkpoint `path`: PATH.safetensors and PATH.json.
+
+    The suffix is appended, not substituted (Path.with_suffix would map run.v1 and run.v2 to the same run.*);
+    a path that already ends in .safetensors or .json names the same checkpoint as its stem.
+    """
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of `tensors` (sorted by name): the header's own checksum."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,6 +302,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a cache shared read-only with others must stay readable
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -271,33 +319,72 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tens
 
 def save_checkpoint(path: Path | str, model: GPT, *, optimizer: torch.optim.Optimizer | None = None,
                     step: int | None = None, extra: dict | None = None) -> Path:
-    """Write PATH.safetensors (weights, plus optimizer state if given) then PATH.json, each atomically."""
+    """Write PATH.safetensors (weights, plus optimizer state if given) then PATH.json, each atomically.
+
+    The tensor file's header holds the metadata and its own checksum, so the checkpoint is loadable after each of
+    the two renames: old pair, then new tensors + stale JSON (loaded from the header), then the new pair.
+    Non-finite weights are refused (a diverged model must not replace a good checkpoint).
+    """
     path = Path(path)
+    weights, meta_path = checkpoint_files(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
                if k != "lm_head.weight"}  # tied to transformer.wte.weight: stored once
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise TrainingDiverged(f"refusing to save {path}: {bad[:3]} hold inf/NaN; the checkpoint on disk is kept")
     if optimizer is not None:
         tensors |= {k: v.detach().contiguous().cpu() for k, v in _optimizer_tensors(optimizer).items()}
-    weights = path.with_suffix(".safetensors")
-    _atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
     meta = {"format": "lifecycle-gpt/1", "config": model.config.to_dict(), "step": step,
-            "has_optimizer": optimizer is not None, "sha256": sha256_of(weights)} | (extra or {})
-    _atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+            "has_optimizer": optimizer is not None} | (extra or {})
+    header = {"lifecycle": json.dumps(meta), "tensors_sha256": tensors_sha256(tensors)}
+    _atomic_write(weights, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    meta = meta | {"sha256": sha256_of(weights)}
+    _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
     return path
 
 
+def _meta_from_header(weights: Path) -> dict | None:
+    """The metadata stored in the tensor file's header, checked against its tensor checksum; None if the file
+    predates self-describing checkpoints. Raises CheckpointError when the file is unreadable or changed."""
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            header = f.metadata() or {}
+        if "lifecycle" not in header:
+            return None
+        ok = tensors_sha256(load_file(str(weights))) == header.get("tensors_sha256")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} cannot be read ({e}): the file is truncated or was changed. "
+                              "Delete both files of the checkpoint and retrain (or re-copy them).") from e
+    if not ok:
+        raise CheckpointError(f"{weights} does not match the checksum in its own header: the file is truncated or "
+                              "was changed. Delete both files of the checkpoint and retrain (or re-copy them).")
+    return json.loads(header["lifecycle"]) | {"sha256": sha256_of(weights)}
+
+
 def read_checkpoint_meta(path: Path | str) -> dict:
+    """The checkpoint's metadata, verified: from PATH.json when its checksum matches the tensor file, else from
+    the tensor file's own header (an interrupted save, a lost JSON) when that checks out. Raises CheckpointError."""
     path = Path(path)
-    meta_path, weights = path.with_suffix(".json"), path.with_suffix(".safetensors")
-    if not meta_path.exists() or not weights.exists():
+    weights, meta_path = checkpoint_files(path)
+    if not weights.exists():
         raise CheckpointError(f"no complete checkpoint at {path} (need {meta_path.name} and {weights.name}); "
                               "train the model first, or check the path")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{meta_path} is not valid JSON ({e}); delete the checkpoint and retrain") from e
-    if sha256_of(weights) != meta.get("sha256"):
-        raise CheckpointError(f"{weights} does not match the checksum in {meta_path.name}: the file is truncated "
-                              "or was changed. Delete both files and retrain (or re-copy them).")
+    problem = f"{meta_path.name} is missing"
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if sha256_of(weights) == meta.get("sha256"):
+                return meta
+            problem = (f"{weights} does not match the checksum in {meta_path.name}: the file is truncated or was "
+                       "changed, or a save was interrupted")
+        except json.JSONDecodeError as e:
+            problem = f"{meta_path} is not valid JSON ({e})"
+    meta = _meta_from_header(weights)
+    if meta is None:  # an older checkpoint without a self-describing header: nothing else to trust
+        raise CheckpointError(f"no complete checkpoint at {path}: {problem}. "
+                              "Delete both files and retrain (or re-copy them).")
+    warnings.warn(f"{problem}; loading {weights.name} from the metadata in its own header, whose checksum matches "
+                  "(the next save rewrites the JSON)", stacklevel=2)
     return meta
 
 
@@ -314,9 +401,9 @@ def load_checkpoint(path: Path | str, model: GPT | None = None,
         raise CheckpointError(f"checkpoint {path} was saved from a different model: (saved, yours) = {diff}; "
                               "build the model from the checkpoint's config (load_checkpoint(path)) instead")
     try:
-        tensors = load_file(str(path.with_suffix(".safetensors")))
+        tensors = load_file(str(checkpoint_files(path)[0]))
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read {path.with_suffix('.safetensors')}: {e}") from e
+        raise CheckpointError(f"cannot read {checkpoint_files(path)[0]}: {e}") from e
     weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
     weights["lm_head.weight"] = weights["transformer.wte.weight"]
     expected = model.state_dict()

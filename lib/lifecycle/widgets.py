@@ -1,11 +1,22 @@
-"""Thin ipywidgets wiring: sliders, toggles and dropdowns in front of the pure functions of `lifecycle.costs`.
+"""Thin ipywidgets wiring: sliders, toggles and dropdowns in front of the pure functions of `lifecycle.costs` etc.
 
-Two dashboards, both ipywidgets containers (display them, or leave one as a cell's last expression):
+Dashboards, all ipywidgets containers (display them, or leave one as a cell's last expression):
 - `fleet_dashboard(...)`     lesson 02: GPUs × days × accelerator × MFU × $/GPU-hour -> FLOPs, GPU-hours, dollars
                              (`costs.fleet_summary`).
 - `lifecycle_dashboard(...)` lesson 09: queries/day, tokens/query, price, training bill, lifetime, retraining and
                              optimization toggles -> cost per query, yearly spend, shares, break-even
                              (`costs.lifecycle_summary`).
+- `pricing_dashboard(...)`   lesson 09: queries/day and lifetime -> a cost per token split into amortized training
+                             and serving compute (`costs.price_per_token`).
+- `sampling_dashboard(...)`  lesson 03: temperature, top-k, top-p, seed -> the next-token distribution and a draw
+                             (`generate.sampling_summary`).
+- `quantization_dashboard(...)` lesson 04: bits × group size -> bytes and validation loss, looked up in a grid
+                             computed once (`quantize.precision_grid`, `quantize.grid_point`).
+- `speculative_dashboard(...)` lesson 08: alpha, gamma, c -> the formula's speedup, with the measured points
+                             (`speculative.speedup_summary`).
+
+Displayed, a dashboard publishes one output holding both the live widget and a PNG of its starting state
+(`display_with_snapshot`): front ends that run widgets show the widget, static viewers such as GitHub the picture.
 
 Every change of a control recomputes the summary and redraws the figure. Nothing is computed here that a test
 could not compute itself: `dash.inputs()` turns the controls into the keyword arguments of the pure function,
@@ -18,29 +29,28 @@ and 8.x are used: the figure is a PNG in a `widgets.Image`, the table a `widgets
 """
 from __future__ import annotations
 
+import base64
 import html
 import io
 import math
 
 import ipywidgets as widgets
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 
-from . import costs
+from . import costs, money
 from .device import ACCELERATORS
+from .generate import logits_to_probs, sampling_summary
+from .quantize import grid_point
+from .speculative import expected_speedup, speedup_summary
+from .plots import usd_formatter
 
 _STYLE = {"description_width": "16em"}
 _WIDTH = "36em"  # every control the same width, so the sliders line up
 
 
 def _usd(x: float) -> str:
-    """Dollars in a readable size: $0.0100, $10.0k, $3.65M, $1.20B."""
-    if not math.isfinite(x):
-        return "never"
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= size:
-            return f"${x / size:.3g}{suffix}"
-    return f"${x:.4g}"
+    """Dollars as people write them (`lifecycle.money.usd`): $0.01, $10,000, $3.65 million, $36.5 trillion."""
+    return money.usd(x)
 
 
 def value_span(key: str, value: float, text: str) -> str:
@@ -85,8 +95,16 @@ class Dashboard(widgets.VBox):
     def draw(self, fig: Figure, inputs: dict, summary: dict) -> None:
         raise NotImplementedError
 
+    def _ipython_display_(self, **kwargs) -> None:
+        # the live widget where a widget manager runs, the figure of its starting state everywhere else (GitHub)
+        display_with_snapshot(self, self.figure.value)
+
     def _on_change(self, change) -> None:
         self.refresh()
+
+    def row_text(self, key: str, fmt, inputs: dict) -> str:
+        """The summary's value `key` as shown; `fmt` is its formatter in ROWS (a subclass may use the inputs too)."""
+        return fmt(self.summary[key])
 
     def refresh(self) -> None:
         """Recompute the summary from the controls and redraw the table and the figure."""
@@ -95,16 +113,16 @@ class Dashboard(widgets.VBox):
             self.summary = self.compute(**inputs)
         except (ValueError, TypeError) as e:  # a bad combination: say why instead of breaking the dashboard
             self.summary = {}
-            self.summary_html.value = f'<span class="lc-error">{html.escape(str(e))}</span>'.replace("$", "&#36;")
+            self.summary_html.value = money.markdown(f'<span class="lc-error">{html.escape(str(e))}</span>')
             return
-        rows = "".join(f"<tr><td>{html.escape(label)}</td>"
-                       f"<td>{value_span(key, self.summary[key], fmt(self.summary[key]))}</td></tr>"
+        rows = "".join(f'<tr><td style="padding-right:1.5em">{html.escape(label)}</td>'
+                       f"<td>{value_span(key, self.summary[key], self.row_text(key, fmt, inputs))}</td></tr>"
                        for key, label, fmt in self.ROWS)
-        given = ", ".join(f"{html.escape(k)} = {value_span('input.' + k, v, f'{v:.4g}')}" for k, v in inputs.items())
-        # "&#36;" for "$": a front end that typesets maths must not read "$1 ... $2" as a formula
-        self.summary_html.value = (f'<table class="lc-summary">{rows}</table>'
-                                   f'<div class="lc-inputs" style="font-size:smaller">from: {given}</div>'
-                                   ).replace("$", "&#36;")
+        given = ", ".join(f"{html.escape(k)} = {value_span('input.' + k, v, money.fixed(v, 4))}"
+                          for k, v in inputs.items())
+        # "$" as `money.DOLLAR_MARKDOWN`: a front end that typesets maths must not read "$1 ... $2" as a formula
+        inputs_html = f'<div class="lc-inputs" style="font-size:smaller">from: {given}</div>'
+        self.summary_html.value = money.markdown(f'<table class="lc-summary">{rows}</table>{inputs_html}')
         fig = Figure(figsize=(11, 3.4), layout="constrained")
         self.draw(fig, inputs, self.summary)
         self.figure.value = _png(fig)
@@ -116,7 +134,19 @@ def _slider(cls, description: str, value, lo, hi, **kw):
                continuous_update=False, style=_STYLE, layout=widgets.Layout(width=_WIDTH), **kw)
 
 
-def _log_slider(description: str, value: float, lo_exp: float, hi_exp: float, fmt: str = ".3g"):
+def _shown_as_is(name: str, value, *, whole: bool = False, positive: bool = False) -> None:
+    """Refuse a starting value a control cannot show unchanged (an IntSlider would truncate 0.5 to 0, a log slider
+    has no 0), instead of silently computing a different scenario."""
+    if whole and value != int(value):
+        raise ValueError(f"{name}={value!r}: this dashboard's slider takes whole numbers; give a whole number, or "
+                         f"compute the scenario directly with costs.Scenario({name}={value!r}).summary()")
+    if positive and not value > 0:
+        raise ValueError(f"{name}={value!r}: this dashboard's slider is logarithmic and cannot show 0; give a "
+                         f"positive value, or compute the scenario directly with costs.Scenario({name}={value!r})")
+
+
+def _log_slider(description: str, value: float, lo_exp: float, hi_exp: float, fmt: str = ",.3r"):
+    # readouts are d3-format strings: ",.3r" is 3 significant digits in fixed point ("1,000", "0.0100"), never "1e+3"
     exp = math.log10(value)
     return widgets.FloatLogSlider(value=value, base=10, min=min(lo_exp, math.floor(exp)),
                                   max=max(hi_exp, math.ceil(exp)), step=0.05, description=description,
@@ -134,7 +164,7 @@ class FleetDashboard(Dashboard):
             ("gpu_hours", "GPU-hours", lambda v: f"{v:,.0f}"),
             ("usd", "cost", _usd),
             ("vs_published", "÷ published ≈2e25", lambda v: f"{v:.2f}×"),
-            ("days_for_published", "days to reach 2e25", lambda v: f"{v:.0f}"))
+            ("days_for_published", "days to reach 2e25", lambda v: f"{v:,.0f}"))
 
     def inputs(self) -> dict[str, float]:
         c = self.controls
@@ -148,7 +178,8 @@ class FleetDashboard(Dashboard):
         per_day = summary["flops"] / inputs["days"]
         ax.plot([0, end], [0, per_day * end], label="FLOPs delivered so far")
         ax.axhline(costs.SEED.published_flops, color="grey", ls="--", label="published estimate ≈2e25")
-        ax.plot([inputs["days"]], [summary["flops"]], "o", color="C3", label=f"after {inputs['days']:g} days")
+        days = inputs["days"]
+        ax.plot([days], [summary["flops"]], "o", color="C3", label=f"after {days:,g} day{'' if days == 1 else 's'}")
         ax.set(xlabel="training day", ylabel="FLOPs", title="What the fleet computes")
         ax.legend(loc="upper left")
 
@@ -158,8 +189,10 @@ def fleet_dashboard(n_gpus: int = costs.SEED.n_gpus, days: int = int(costs.SEED.
                     usd_per_gpu_hour: float = costs.SEED.usd_per_gpu_hour) -> FleetDashboard:
     """Sliders for GPUs, days, MFU and $/GPU-hour and an accelerator dropdown; shows FLOPs, GPU-hours and dollars."""
     costs.fleet_summary(n_gpus, days, costs.peak_of(accelerator), mfu, usd_per_gpu_hour)  # fail early on bad input
+    _shown_as_is("n_gpus", n_gpus, whole=True)
+    _shown_as_is("days", days, whole=True)
     controls = {
-        "n_gpus": _slider(widgets.IntSlider, "GPUs", int(n_gpus), 1_000, 100_000, step=500),
+        "n_gpus": _slider(widgets.IntSlider, "GPUs", int(n_gpus), 1_000, 100_000, step=500, readout_format=",d"),
         "days": _slider(widgets.IntSlider, "training days", int(days), 1, 365),
         "accelerator": widgets.Dropdown(options=list(ACCELERATORS), value=accelerator, description="accelerator",
                                         style=_STYLE, layout=widgets.Layout(width=_WIDTH)),
@@ -175,7 +208,7 @@ class LifecycleDashboard(Dashboard):
     """The what-if: a deployment's inputs and optimization toggles -> its lifetime bill, shares and break-even."""
 
     compute = staticmethod(costs.lifecycle_summary)
-    ROWS = (("usd_per_query", "$ per query", _usd),
+    ROWS = (("usd_per_query", "cost per query", money.per_query),
             ("daily_inference_usd", "inference per day", _usd),
             ("yearly_inference_usd", "inference per year", _usd),
             ("training_runs", "training runs", lambda v: f"{v:.0f}"),
@@ -184,12 +217,16 @@ class LifecycleDashboard(Dashboard):
             ("lifetime_usd", "total, lifetime", _usd),
             ("training_share", "training share", lambda v: f"{v:.1%}"),
             ("inference_share", "inference share", lambda v: f"{v:.1%}"),
-            ("break_even_day", "inference passes training on day",
-             lambda v: f"{v:,.0f}" if math.isfinite(v) else "never"))
+            ("break_even_day", "inference overtakes training", costs.break_even_text))
 
     def __init__(self, title: str, controls: dict, optimizations: dict[str, float]):
         self.optimizations = optimizations  # name -> measured value (speed factor or hit rate)
         super().__init__(title, controls)
+
+    def row_text(self, key: str, fmt, inputs: dict) -> str:
+        if key == "break_even_day":  # "day 6,000 (after the 730-day lifetime)" needs the lifetime
+            return costs.break_even_text(self.summary[key], inputs["lifetime_days"])
+        return super().row_text(key, fmt, inputs)
 
     def inputs(self) -> dict[str, float]:
         c = self.controls
@@ -210,13 +247,14 @@ class LifecycleDashboard(Dashboard):
         if summary["break_even_day"] <= inputs["lifetime_days"]:
             spend.axvline(summary["break_even_day"], color="grey", ls=":", label="break-even")
         spend.set(xlabel="day of service", ylabel="dollars spent", title="Where the money goes over the lifetime")
-        spend.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _usd(v) if v else "$0"))
-        spend.legend(loc="upper left")
+        spend.set_ylim(bottom=0)  # spending starts at $0: no negative ticks
+        spend.yaxis.set_major_formatter(usd_formatter())
+        spend.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize="small")  # below, off the data
         shares.bar(["training", "inference"], [summary["training_share"], summary["inference_share"]],
                    color=["C0", "C1"])
         shares.axhspan(0.2, 0.4, color="grey", alpha=0.25, zorder=0, label="seed: training 20–40%")
         shares.set(ylim=(0, 1), title="share of the lifetime bill")
-        shares.legend(loc="upper center", fontsize="small")
+        shares.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="small")  # below, off the bars
 
 
 def _toggle_name(o: costs.Optimization) -> str:
@@ -237,10 +275,14 @@ def lifecycle_dashboard(optimizations: dict[str, float] | None = None, measured:
     values = {o.name: o.default for o in costs.OPTIMIZATIONS} | dict(optimizations or {})
     measured = measured or {}
     costs.combine(values)  # fail early on a bad factor, naming its ledger key
+    for name in ("queries_per_day", "tokens_per_query", "usd_per_million_tokens", "training_usd"):
+        _shown_as_is(name, getattr(s, name), positive=True)
+    for name in ("lifetime_days", "retrain_every_days"):
+        _shown_as_is(name, getattr(s, name), whole=True)
     controls = {
-        "queries_per_day": _log_slider("queries per day", s.queries_per_day or 1.0, 3, 9),
-        "tokens_per_query": _log_slider("tokens per query", s.tokens_per_query, 1, 5),
-        "usd_per_million_tokens": _log_slider("USD per million tokens", s.usd_per_million_tokens, -2, 3, ".3g"),
+        "queries_per_day": _log_slider("queries per day", s.queries_per_day, 3, 9, ",.0f"),
+        "tokens_per_query": _log_slider("tokens per query", s.tokens_per_query, 1, 5, ",.0f"),
+        "usd_per_million_tokens": _log_slider("USD per million tokens", s.usd_per_million_tokens, -2, 3),
         "training_musd": _log_slider("training run (USD millions)", s.training_usd / 1e6, -1, 3),
         "lifetime_days": _slider(widgets.IntSlider, "lifetime (days)", int(s.lifetime_days), 30, 1825),
         "retrain_every_days": _slider(widgets.IntSlider, "retrain every (days; 0 = never)",
@@ -253,3 +295,251 @@ def lifecycle_dashboard(optimizations: dict[str, float] | None = None, measured:
         controls[_toggle_name(o)] = widgets.Checkbox(value=False, description=f"{o.name}: {shown} ({label})",
                                                      indent=False, layout=widgets.Layout(width=_WIDTH))
     return LifecycleDashboard("What if? The lifecycle bill of one model", controls, values)
+
+
+# ---- lesson 09: a price per token, split into amortized training and serving compute ----
+
+class PricingDashboard(Dashboard):
+    """Queries/day and lifetime -> a provider's cost per token: training ÷ tokens served, plus serving compute."""
+
+    compute = staticmethod(costs.price_per_token)
+    ROWS = (("tokens_served", "tokens served over the life", lambda v: f"{money.fixed(v / 1e9, 3)} billion"),
+            ("training_per_token", "training, per million tokens", lambda v: _usd(v * 1e6)),
+            ("serving_per_token", "serving, per million tokens", lambda v: _usd(v * 1e6)),
+            ("usd_per_million_tokens", "cost per million tokens", _usd),
+            ("usd_per_query", "cost per query", money.per_query),
+            ("training_share", "training share of the price", lambda v: f"{v:.1%}"))
+
+    def __init__(self, title: str, controls: dict, fixed: dict[str, float]):
+        self.fixed = fixed  # training_usd, ms_per_token, usd_per_hour, tokens_per_query, batch: not on sliders
+        super().__init__(title, controls)
+
+    def inputs(self) -> dict[str, float]:
+        c = self.controls
+        return {**self.fixed, "queries_per_day": c["queries_per_day"].value, "lifetime_days": c["lifetime_days"].value}
+
+    def draw(self, fig: Figure, inputs: dict, summary: dict) -> None:
+        ax = fig.subplots()
+        q0 = inputs["queries_per_day"]
+        volumes = [q0 * 10 ** (k / 10) for k in range(-30, 31)]  # three decades either side
+        split = [costs.price_per_token(**{**inputs, "queries_per_day": q}) for q in volumes]
+        train = [1e6 * r["training_per_token"] for r in split]
+        serve = [1e6 * r["serving_per_token"] for r in split]
+        ax.stackplot(volumes, serve, train, labels=["serving compute", "amortized training"], colors=["C1", "C0"])
+        ax.plot([q0], [summary["usd_per_million_tokens"]], "o", color="C3", label="this setting")
+        ax.set(xscale="log", yscale="log", xlabel="queries per day", ylabel="dollars per million tokens",
+               title=f"Cost per million tokens over a {inputs['lifetime_days']:,}-day life")
+        ax.yaxis.set_major_formatter(usd_formatter())
+        ax.legend(loc="upper right", fontsize="small")
+
+
+def pricing_dashboard(training_usd: float, ms_per_token: float, usd_per_hour: float, *,
+                      tokens_per_query: float = costs.SEED.tokens_per_query, batch: int = 1,
+                      queries_per_day: float = costs.SEED.queries_per_day,
+                      lifetime_days: int = int(costs.SEED.lifetime_days)) -> PricingDashboard:
+    """Sliders for queries/day and lifetime in front of `costs.price_per_token`; the other inputs stay fixed.
+
+    Expected figures for any state: `costs.price_per_token(**dash.inputs())`.
+    """
+    fixed = {"training_usd": training_usd, "ms_per_token": ms_per_token, "usd_per_hour": usd_per_hour,
+             "tokens_per_query": tokens_per_query, "batch": batch}
+    costs.price_per_token(queries_per_day=queries_per_day, lifetime_days=lifetime_days, **fixed)  # fail early
+    _shown_as_is("queries_per_day", queries_per_day, positive=True)
+    _shown_as_is("lifetime_days", lifetime_days, whole=True)
+    controls = {"queries_per_day": _log_slider("queries per day", queries_per_day, 3, 10, ",.0f"),
+                "lifetime_days": _slider(widgets.IntSlider, "lifetime (days)", int(lifetime_days), 30, 1825)}
+    return PricingDashboard("Price per token: amortized training + serving compute", controls, fixed)
+
+
+# ---- a static picture beside the live widget (engineer H4b) ----
+
+def snapshot_bundle(widget: widgets.Widget, png: bytes, text: str = "") -> dict:
+    """One display bundle: the live widget (for front ends with a widget manager) and a PNG (for every other).
+
+    A front end shows the richest type it can render: JupyterLab, Notebook, VS Code and Colab the widget; GitHub's
+    and nbviewer's static pages, which cannot run widgets, the picture saved in the notebook.
+    """
+    return {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                         "model_id": widget.model_id},
+            "image/png": base64.b64encode(bytes(png)).decode("ascii"),
+            "text/plain": text or f"{type(widget).__name__} (a live widget; run the notebook to use it)"}
+
+
+def display_with_snapshot(widget: widgets.Widget, png: bytes, text: str = "") -> None:
+    """Display `widget`, saving `png` (a picture of its starting state) in the same output for static viewers."""
+    from IPython.display import display
+    display(snapshot_bundle(widget, png, text), raw=True)
+    if hasattr(widget, "_handle_displayed"):  # ipywidgets 7 (Colab) runs its on_displayed callbacks here
+        widget._handle_displayed()
+
+
+def figure_png(fig: Figure) -> bytes:
+    """A matplotlib figure as PNG bytes, as the dashboards draw theirs."""
+    return _png(fig)
+
+
+# ---- lesson 03: temperature, top-k and top-p on the teacher's next-token distribution ----
+
+class SamplingDashboard(Dashboard):
+    """Temperature, top-k, top-p and a seed -> the distribution a token is drawn from, and one draw."""
+
+    def __init__(self, title: str, controls: dict, logits, labels: list[str], prompt: str):
+        self.logits, self.labels, self.prompt = logits.detach().float().cpu(), list(labels), prompt  # logits (V,)
+        V = self.logits.numel()
+        self.ROWS = (("top_prob", "probability of the favourite", lambda v: f"{v:.1%}"),
+                     ("kept", "tokens that can be drawn", lambda v: f"{v:.0f} of {V}"),
+                     ("entropy_bits", "entropy", lambda v: f"{v:.2f} bits"),
+                     ("sample", "the token drawn with this seed", lambda v: repr(self.labels[int(v)])))
+        super().__init__(title, controls)
+
+    def compute(self, **inputs) -> dict[str, float]:
+        return sampling_summary(self.logits, **inputs)
+
+    def inputs(self) -> dict[str, float]:
+        return {name: self.controls[name].value for name in ("temperature", "top_k", "top_p", "seed")}
+
+    def draw(self, fig: Figure, inputs: dict, summary: dict) -> None:
+        ax = fig.subplots()
+        t = inputs["temperature"]
+        plain = logits_to_probs(self.logits)  # (V,) the model's own distribution, T = 1
+        now = logits_to_probs(self.logits, t if t > 0 else 1e-8, inputs["top_k"] or None, inputs["top_p"])
+        top = plain.topk(min(24, plain.numel())).indices.tolist()
+        picked = int(summary["sample"])
+        if picked not in top:
+            top[-1] = picked
+        x = range(len(top))
+        ax.bar([i - 0.2 for i in x], [float(plain[i]) for i in top], 0.4, color="lightgrey", label="the model (T=1)")
+        ax.bar([i + 0.2 for i in x], [float(now[i]) for i in top], 0.4, color="C0", label="after your settings")
+        k = top.index(picked)
+        ax.bar([k + 0.2], [float(now[picked])], 0.4, color="C3", label=f"drawn: {self.labels[picked]!r}")
+        ax.set_xticks(list(x), [repr(self.labels[i])[1:-1] or " " for i in top])
+        ax.set(ylabel="probability", ylim=(0, 1),
+               title=f"The next character after {self.prompt[-30:]!r}: its {len(top)} likeliest candidates")
+        ax.legend(loc="upper right")
+
+
+def sampling_dashboard(logits, labels: list[str], prompt: str = "", temperature: float = 1.0, top_k: int = 0,
+                       top_p: float = 1.0, seed: int = 0) -> SamplingDashboard:
+    """Lesson 03's sliders on one next-token distribution: logits (V,) from the model, labels[i] = token i's text.
+
+    Expected figures for any state: `generate.sampling_summary(logits, **dash.inputs())`.
+    """
+    if logits.dim() != 1 or logits.numel() != len(labels):
+        raise ValueError(f"need logits of shape (V,) and one label per token; got {tuple(logits.shape)} logits "
+                         f"and {len(labels)} labels (pass model(ids)[0][0, -1] and tokenizer.chars)")
+    sampling_summary(logits, temperature, top_k, top_p, seed)  # fail early on a bad setting
+    V = len(labels)
+    controls = {"temperature": _slider(widgets.FloatSlider, "temperature (0 = greedy)", temperature, 0.0, 2.0,
+                                       step=0.05),
+                "top_k": _slider(widgets.IntSlider, "top-k (0 = off)", top_k, 0, V),
+                "top_p": _slider(widgets.FloatSlider, "top-p (1 = off)", top_p, 0.05, 1.0, step=0.05),
+                "seed": _slider(widgets.IntSlider, "seed of the draw", seed, 0, 99)}
+    return SamplingDashboard("Sampling: temperature, top-k and top-p", controls, logits, labels, prompt)
+
+
+# ---- lesson 04: bits and group size against bytes and validation loss ----
+
+def _group_label(g: int) -> str:
+    return "per row" if g == 0 else str(g)
+
+
+class QuantizationDashboard(Dashboard):
+    """Bit width × group size -> the model's bytes and validation loss, looked up in a precomputed grid."""
+
+    ROWS = (("bytes", "weights and tables", lambda v: f"{v / 1e6:.3f} MB"),
+            ("bytes_vs_fp32", "size against fp32", lambda v: f"{v:.1%}"),
+            ("val_loss", "validation loss", lambda v: f"{v:.4f}"),
+            ("val_loss_change", "loss change against fp32", lambda v: f"{v:+.2%}"))
+
+    def __init__(self, title: str, controls: dict, grid: list[dict]):
+        self.grid = grid
+        super().__init__(title, controls)
+
+    def compute(self, **inputs) -> dict[str, float]:
+        return grid_point(self.grid, **inputs)
+
+    def inputs(self) -> dict[str, float]:
+        return {"bits": self.controls["bits"].value, "group_size": self.controls["group_size"].value}
+
+    def draw(self, fig: Figure, inputs: dict, summary: dict) -> None:
+        ax = fig.subplots()
+        base = next(r for r in self.grid if r["bits"] == 32)
+        ax.axhline(base["val_loss"], color="grey", ls="--", lw=1, label=f"fp32: {base['bytes'] / 1e6:.2f} MB")
+        for k, g in enumerate(sorted({r["group_size"] for r in self.grid if r["bits"] != 32})):
+            rows = sorted((r for r in self.grid if r["group_size"] == g and r["bits"] != 32), key=lambda r: r["bits"])
+            ax.plot([r["bytes"] / 1e6 for r in rows], [r["val_loss"] for r in rows], "o-", color=f"C{k}",
+                    label=f"group {_group_label(g)}")
+            for r in rows:
+                ax.annotate(f"{r['bits']}b", (r["bytes"] / 1e6, r["val_loss"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize="small")
+        ax.plot([summary["bytes"] / 1e6], [summary["val_loss"]], "o", ms=16, mfc="none", mec="C3", mew=2,
+                label=f"{inputs['bits']} bits, group {_group_label(inputs['group_size'])}")
+        ax.set(xlabel="bytes of the quantized model (MB)", ylabel="validation loss",
+               title="Every setting of the grid: bytes against validation loss")
+        ax.legend(loc="upper right", fontsize="small")
+
+
+def quantization_dashboard(grid: list[dict], bits: int = 4, group_size: int = 64) -> QuantizationDashboard:
+    """Lesson 04's sliders over `quantize.precision_grid(...)` rows; moving them only looks rows up.
+
+    Expected figures for any state: `quantize.grid_point(grid, **dash.inputs())`.
+    """
+    grid_point(grid, bits, group_size)  # fail early: that point must be in the grid
+    widths = sorted({r["bits"] for r in grid if r["bits"] != 32}, reverse=True)
+    groups = sorted({r["group_size"] for r in grid if r["bits"] != 32}, key=lambda g: g or math.inf)
+    controls = {"bits": widgets.SelectionSlider(options=[(str(b), b) for b in widths], value=bits,
+                                                description="bits per weight", continuous_update=False,
+                                                style=_STYLE, layout=widgets.Layout(width=_WIDTH)),
+                "group_size": widgets.SelectionSlider(options=[(_group_label(g), g) for g in groups],
+                                                      value=group_size, description="weights per scale",
+                                                      continuous_update=False, style=_STYLE,
+                                                      layout=widgets.Layout(width=_WIDTH))}
+    return QuantizationDashboard("Quantization: bits and group size against bytes and loss", controls, grid)
+
+
+# ---- lesson 08: the speculative-decoding formula against the lesson's measurements ----
+
+class SpeculativeDashboard(Dashboard):
+    """Acceptance rate alpha, drafts per round gamma and cost ratio c -> the formula's speedup."""
+
+    compute = staticmethod(speedup_summary)
+    ROWS = (("tokens_per_call", "tokens per teacher call", lambda v: f"{v:.2f}"),
+            ("speedup", "predicted speedup", lambda v: f"{v:.2f}×"),
+            ("best_gamma", "best gamma at this alpha and c", lambda v: f"{v:.0f}"),
+            ("best_speedup", "speedup at the best gamma", lambda v: f"{v:.2f}×"))
+
+    def __init__(self, title: str, controls: dict, measured: list[tuple[int, float]]):
+        self.measured = measured  # (gamma, measured speedup) pairs from the lesson
+        super().__init__(title, controls)
+
+    def inputs(self) -> dict[str, float]:
+        return {name: self.controls[name].value for name in ("alpha", "gamma", "c")}
+
+    def draw(self, fig: Figure, inputs: dict, summary: dict) -> None:
+        ax = fig.subplots()
+        gammas = list(range(1, 17))
+        ax.plot(gammas, [expected_speedup(inputs["alpha"], g, inputs["c"]) for g in gammas], "-",
+                label=f"formula: α = {inputs['alpha']:.2f}, c = {inputs['c']:.2f}")
+        ax.plot([inputs["gamma"]], [summary["speedup"]], "o", ms=10, color="C0")
+        if self.measured:
+            ax.plot(*zip(*self.measured), "s", color="C3", label="measured in this lesson")
+        ax.axhline(1.0, color="grey", ls="--", lw=1, label="the teacher alone")
+        ax.set(xlabel="γ (drafted tokens per round)", ylabel="speedup over the teacher alone",
+               title="Speculative decoding: the formula and the measurements")
+        ax.legend(loc="upper right")
+
+
+def speculative_dashboard(alpha: float, c: float, gamma: int = 4,
+                          measured: list[tuple[int, float]] = ()) -> SpeculativeDashboard:
+    """Lesson 08's sliders, starting at the measured alpha and c; `measured` (gamma, speedup) points are drawn.
+
+    Expected figures for any state: `speculative.speedup_summary(**dash.inputs())`.
+    """
+    speedup_summary(alpha, gamma, c)  # fail early on a bad alpha, gamma or c
+    controls = {"alpha": _slider(widgets.FloatSlider, "α (acceptance rate)", round(alpha, 2), 0.0, 1.0, step=0.01),
+                "gamma": _slider(widgets.IntSlider, "γ (drafts per round)", int(gamma), 1, 16),
+                "c": _slider(widgets.FloatSlider, "c (draft step ÷ teacher step)", round(c, 2), 0.0, 1.0,
+                             step=0.01)}
+    return SpeculativeDashboard("Speculative decoding: what the formula predicts", controls,
+                                [(int(g), float(s)) for g, s in measured])
+

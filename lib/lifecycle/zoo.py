@@ -1,5 +1,6 @@
 """The course's trained models, trained once and cached: `get("teacher")`, `get("student")`, `get("student-scratch")`,
-`get("student-real-text")`.
+`get("student-real-text")`, and the distillation seed study's shorter runs (`get("student-scratch-seed2")`, see
+`lifecycle.distill.SEED_RUNS`).
 
 Each model has a recipe (a preset and a TrainConfig, or a training function) and is trained deterministically
 the first time it is asked for, then loaded from the course cache in a second. The teacher uses the `gpu`
@@ -24,6 +25,7 @@ import torch
 
 from .data import Corpus, cache_dir, load_corpus
 from .device import pick_device, seed_everything
+from .distill import SEED_RUNS
 from .model import GPT, preset
 from .train import CheckpointError, TrainConfig, TrainResult, load_checkpoint, read_checkpoint_meta, \
     save_checkpoint, train
@@ -47,6 +49,9 @@ TRAINERS: dict[str, str] = {
     "student-scratch": "lifecycle.distill:train_student_scratch",
     "student-real-text": "lifecycle.distill:train_student_real_text",
 }
+# the distillation seed study (lesson 06): each student variant with other seeds on a shorter budget;
+# "module:function@run" calls function(..., run=run)
+TRAINERS |= {name: f"lifecycle.distill:train_seed_run@{name}" for name in SEED_RUNS}
 
 
 def teacher_preset(device: torch.device | None = None) -> str:
@@ -78,14 +83,22 @@ def model_path(name: str, device: torch.device | None = None) -> Path:
 
 def _trainer(name: str) -> Callable:
     module, fn = TRAINERS[name].split(":")
-    return getattr(importlib.import_module(module), fn)
+    fn, _, run = fn.partition("@")
+    trainer = getattr(importlib.import_module(module), fn)
+    return functools.partial(trainer, run=run) if run else trainer
 
 
 @contextlib.contextmanager
 def _training_lock(path: Path):
     """One process trains a given model at a time; others wait, then load what it saved."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "w") as f:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{path}.lock", "w")
+    except OSError as e:
+        raise OSError(f"cannot create the training lock {path}.lock ({e.strerror}): the course cache is read-only "
+                      f"and does not hold a usable copy of this model; set LIFECYCLE_CACHE to a writable folder, "
+                      f"or copy the model's .safetensors and .json there") from e
+    with lock as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -116,6 +129,10 @@ def get(name: str, device: torch.device | str | None = None, progress: bool = Tr
     """Model `name` in eval mode on `device`: loaded from the cache, or trained once and cached."""
     device = torch.device(device) if device is not None else pick_device()
     path = model_path(name, device)
+    # A complete checkpoint loads without the lock: saves are atomic renames, so a reader sees the old or the new
+    # file, and a read-only cache (a copied course cache, a shared mount) still serves the models it holds.
+    with contextlib.suppress(CheckpointError):
+        return load_checkpoint(path)["model"].to(device).eval()
     with _training_lock(path):
         try:
             model = load_checkpoint(path)["model"]

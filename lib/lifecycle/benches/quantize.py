@@ -9,6 +9,7 @@ Lesson 04 calls `build`, `quality` and `speed` directly, so the notebook and the
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -16,10 +17,10 @@ import torch
 
 from .. import zoo
 from ..bench import Report, interleaved
-from ..device import supports_dtype
+from ..device import num_threads, supports_dtype, timed
 from ..generate import generate
-from ..quantize import (FLOAT_DTYPES, QuantConfig, agreement_text, greedy_choices, nbytes, prompt_set, quantize_model,
-                        reference_int8, val_loss)
+from ..quantize import (FLOAT_DTYPES, QuantConfig, agreement_text, fused_int8_linear, greedy_choices, nbytes,
+                        prompt_set, quantize_linear, quantize_model, reference_int8, val_loss)
 
 VARIANTS: dict[str, QuantConfig] = {
     "fp32": QuantConfig("fp32"),
@@ -129,6 +130,78 @@ def ratios(rows: list[dict]) -> dict:
     return out
 
 
+# ---- the width sweep: where, if anywhere, a fused int8 kernel beats fp32 on this CPU ----
+
+SWEEP_WIDTHS = (128, 512, 1024, 2048, 4096)  # the cpu teacher's width (n_embd 128) up to a large model's
+SWEEP_BATCHES = (1, 16)  # one token (decode at batch 1) and a batch of 16 rows
+SWEEP_VARIANTS = ("fp32", "int8 fused (PyTorch)", "int8 ours (eager)")
+
+
+def sweep_layers(width: int, seed: int = 0) -> dict[str, torch.nn.Module]:
+    """One square `width` x `width` layer (bias on) in each format of the sweep, built from the same fp32 weights."""
+    torch.manual_seed(seed)
+    fp32 = torch.nn.Linear(width, width).eval().requires_grad_(False)
+    return {"fp32": fp32, "int8 fused (PyTorch)": fused_int8_linear(fp32),
+            "int8 ours (eager)": quantize_linear(fp32, QuantConfig("int8"))}
+
+
+def width_sweep(widths=SWEEP_WIDTHS, batches=SWEEP_BATCHES, repeats: int = 7, target_s: float = 0.002,
+                threads: int | None = 1) -> list[dict]:
+    """Time `y = layer(x)` on the CPU for each width, batch and format of the sweep: one row per (width, batch).
+
+    `threads`: torch's thread count while timing (1 by default: a per-core comparison, which a busy second core
+    cannot decide; fbgemm's thread pool in particular loses badly on an oversubscribed machine; None leaves it).
+
+    Each timed call runs the layer enough times for fp32 to take about `target_s` (the same count for every
+    format); the formats alternate within each of `repeats` rounds (interleaved), and the row keeps the median
+    time and, for each int8 format, the median speed vs fp32 with the interquartile range of the per-round ratios
+    as its spread (the rounds are paired: both formats ran back to back, under the same load).
+    """
+    with num_threads(threads):
+        return [row for width in widths for row in _sweep_width(width, batches, repeats, target_s)]
+
+
+def _sweep_width(width: int, batches, repeats: int, target_s: float) -> list[dict]:
+    """The rows of `width_sweep` for one width."""
+    layers = sweep_layers(width)
+    rows = []
+    for batch in batches:
+        x = torch.randn(batch, width)  # (B, width)
+        with torch.inference_mode():
+            once = timed(lambda: layers["fp32"](x), repeats=3, warmup=1)
+            reps = max(1, round(target_s / max(once, 1e-7)))  # the same number of calls for every format
+            t = interleaved({k: (lambda m=m: [m(x) for _ in range(reps)]) for k, m in layers.items()}, repeats)
+        row = {"width": width, "batch": batch, "weight MB (fp32)": 4 * width * width / 1e6}
+        for k in layers:
+            row[f"{k} µs"] = 1e6 * t[k]["median"] / reps
+        for k in SWEEP_VARIANTS[1:]:
+            per_round = [a / b for a, b in zip(t["fp32"]["all"], t[k]["all"])]  # paired rounds
+            q1, median, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+            row[f"{k} vs fp32"] = statistics.median(per_round)
+            row[f"{k} vs fp32 spread"] = (min(q1, row[f"{k} vs fp32"]), max(q3, row[f"{k} vs fp32"]))
+        rows.append(row)
+    return rows
+
+
+def first_paying(rows: list[dict], variant: str = "int8 fused (PyTorch)", at_least: float = 1.0) -> dict[int, int | None]:
+    """{batch: the smallest width from which `variant` runs at least `at_least` × fp32's speed at that width and at
+    every larger one in the sweep}, None where it never does. Rows as `width_sweep` returns them."""
+    out = {}
+    for batch in sorted({r["batch"] for r in rows}):
+        mine = sorted((r for r in rows if r["batch"] == batch), key=lambda r: r["width"])
+        out[batch] = None
+        for i, r in enumerate(mine):
+            if all(q[f"{variant} vs fp32"] >= at_least for q in mine[i:]):
+                out[batch] = r["width"]
+                break
+    return out
+
+
+def best_point(rows: list[dict], variant: str = "int8 fused (PyTorch)") -> dict:
+    """The row where `variant` ran fastest relative to fp32."""
+    return max(rows, key=lambda r: r[f"{variant} vs fp32"])
+
+
 def run(quick: bool = False) -> Report:
     m = QUICK if quick else MeasureConfig()
     t0 = time.perf_counter()
@@ -142,6 +215,12 @@ def run(quick: bool = False) -> Report:
                  f"over {m.n_prompts} prompts × {m.agree_tokens} tokens; speed: {m.speed_tokens} new tokens after "
                  f"a {m.speed_prompt}-token prompt, batch 1 and {m.big_batch}, median of {m.repeats}, "
                  f"{torch.get_num_threads()} threads")
+    sweep = width_sweep(repeats=5 if quick else 9)
+    best = best_point(sweep)
+    notes.append(f"width sweep (square Linear layers, CPU): fused int8 reaches {best['int8 fused (PyTorch) vs fp32']:.2f}× "
+                 f"fp32 at width {best['width']}, batch {best['batch']}; it pays (>= 1×) from widths "
+                 f"{first_paying(sweep)} (batch: width)")
     figures = {"rows": {r["variant"]: {k: v for k, v in r.items() if k != "variant"} for r in rows},
-               "fp32_bytes": nbytes(teacher), "seconds": time.perf_counter() - t0}
-    return Report(rows=rows, figures=figures, ratios=ratios(rows), notes=notes)
+               "fp32_bytes": nbytes(teacher), "width_sweep": sweep, "seconds": time.perf_counter() - t0}
+    out = ratios(rows) | {"fused_int8_best_speed_vs_fp32": best["int8 fused (PyTorch) vs fp32"]}
+    return Report(rows=rows, figures=figures, ratios=out, notes=notes)

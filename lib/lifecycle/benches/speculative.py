@@ -29,7 +29,12 @@ speculative decoding for real) with the same two models ported to GPT2LMHeadMode
 confidence, against its own plain greedy `generate`, on the prompts that fit the context window (Hugging Face's GPT-2
 does not slide it). Both must give the teacher's tokens.
 
-Ratios: speedup = the best row's measured speedup; measured_vs_predicted = that speedup ÷ its prediction;
+Beyond greedy continuations (which tend to loop, and which the distilled draft was partly trained on): speculative
+sampling at temperature 0.8 against the teacher's own sampling at 0.8 (`sampled_speed`, the best fixed G, two
+prompts), and the expected acceptance rate along held-out validation text that neither model wrote
+(`heldout_acceptance`, greedy and at 0.8: the mean of sum_x min(p, q) over every position).
+
+Ratios: speedup = the best row's measured speedup; sampled_speedup = the same for sampling at 0.8; measured_vs_predicted = that speedup ÷ its prediction;
 fixed_gamma_speedup and fixed_gamma_measured_vs_predicted = the same for the best row with a fixed G (the paper's
 algorithm and formula as written); hf_assisted_speedup = Hugging Face plain ÷ Hugging Face assisted; ours_vs_hf =
 Hugging Face assisted time ÷ our speculative time on the same prompts.
@@ -46,9 +51,10 @@ import torch
 from .. import zoo
 from ..bench import Report, interleaved
 from ..device import pick_device, synchronize
-from ..generate import generate
+from ..generate import generate, logits_to_probs
 from ..model import GPT, KVCache, preset
-from ..speculative import SpecStats, expected_speedup, speculative_generate, speedup_from_counts
+from ..speculative import SpecStats, acceptance_probability, expected_speedup, speculative_generate, \
+    speedup_from_counts
 from ..train import CheckpointError, read_checkpoint_meta
 
 
@@ -209,6 +215,61 @@ def hf_peer(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, ga
             "ours_vs_hf": fastest_ratio(times["hf_assisted"], times["speculative"])}
 
 
+# ---- beyond greedy continuations: sampling, and acceptance along held-out text ----
+
+@torch.inference_mode()
+def heldout_acceptance(target: GPT, draft: GPT, data: torch.Tensor, temperature: float = 0.0, windows: int = 8,
+                       length: int = 256, seed: int = 0) -> float:
+    """The expected acceptance rate of a draft along held-out text (`data`, e.g. the validation split): at every
+    position of `windows` random windows of `length` tokens, both models read the real text and the chance that the
+    draft's proposal is accepted there is averaged (`acceptance_probability` of the two distributions at
+    `temperature`; at temperature 0, whether their greedy picks agree).
+
+    Unlike acceptance counted along the teacher's own greedy continuations (which tend to repeat themselves, and a
+    draft distilled on such text predicts them well), this asks how the draft fares on text neither model wrote.
+    """
+    device = next(target.parameters()).device
+    length = min(length, target.config.block_size)
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(len(data) - length, (windows,), generator=gen)
+    x = data[starts[:, None] + torch.arange(length)].to(device)  # (windows, length)
+    p_logits, q_logits = target(x)[0], draft(x)[0]  # (windows, length, V) each
+    if temperature == 0:
+        return (p_logits.argmax(-1) == q_logits.argmax(-1)).float().mean().item()
+    p, q = logits_to_probs(p_logits, temperature), logits_to_probs(q_logits, temperature)
+    return acceptance_probability(p, q).mean().item()
+
+
+def sampled_speed(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamma: int, c: float,
+                  temperature: float = 0.8, repeats: int = 3, seed: int = 0,
+                  device: torch.device | str = "cpu") -> dict:
+    """Speculative sampling at `temperature` against the teacher's own sampling at the same temperature, on `prompts`.
+
+    Both are timed interleaved (each prompt with a fixed seed, so every repeat does the same work); the speedup is the
+    ratio of the fastest repeats. alpha and tokens per teacher call are pooled over the prompts, and `predicted` is the
+    paper's formula at that alpha and the given c. (Sampled output cannot be compared token for token; its
+    distribution is checked separately, against the teacher's probabilities.)
+    """
+    teacher_fn = lambda: [generate(target, p, n_new, temperature=temperature, seed=seed + i)  # noqa: E731
+                          for i, p in enumerate(prompts)]
+    runs = []
+
+    def spec_fn():
+        runs.clear()
+        runs.extend(speculative_generate(target, draft, p, n_new, gamma=gamma, temperature=temperature, seed=seed + i)
+                    for i, p in enumerate(prompts))
+
+    times = {k: t["all"] for k, t in interleaved({"teacher": teacher_fn, "speculative": spec_fn}, repeats=repeats,
+                                                  device=device).items()}
+    total = SpecStats(gamma, **{field: sum(getattr(st, field) for _, st in runs)
+                                for field in ("rounds", "proposed", "accepted", "rejected", "new_tokens")})
+    return {"temperature": temperature, "gamma": gamma, "alpha": total.acceptance_rate,
+            "tokens_per_call": total.tokens_per_target_call,
+            "measured_speedup": fastest_ratio(times["teacher"], times["speculative"]),
+            "predicted_speedup": expected_speedup(total.acceptance_rate, gamma, c),
+            "ms_per_token": 1e3 * min(times["speculative"]) / (n_new * len(prompts))}
+
+
 @torch.inference_mode()
 def forward_costs(model: GPT, n_tokens: list[int], context: int = 200, repeats: int = 30,
                   device: torch.device | str = "cpu") -> dict[int, float]:
@@ -261,7 +322,12 @@ def run(quick: bool = False) -> Report:
                "fixed_gamma_predicted_speedup": fixed["predicted_speedup"],
                "all_identical_to_teacher": all(r["identical_to_teacher"] for r in rows),
                "seconds": times, "hf_peer": peer}
-    ratios = {"speedup": best["measured_speedup"],
+    sampled = sampled_speed(target, draft, prompts[:2], n_new, fixed["gamma"], c, repeats=2 if quick else 3,
+                            device=device)
+    val = zoo.corpus().val
+    figures |= {"sampled": sampled, "heldout_alpha_greedy": heldout_acceptance(target, draft, val, 0.0),
+                "heldout_alpha_sampled": heldout_acceptance(target, draft, val, sampled["temperature"])}
+    ratios = {"speedup": best["measured_speedup"], "sampled_speedup": sampled["measured_speedup"],
               "measured_vs_predicted": best["measured_speedup"] / best["predicted_speedup"],
               "fixed_gamma_speedup": fixed["measured_speedup"],
               "fixed_gamma_measured_vs_predicted": fixed["measured_speedup"] / fixed["predicted_speedup"]}
