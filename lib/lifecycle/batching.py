@@ -260,6 +260,15 @@ class SlotCache:
         if not self.start:
             c.length = 0
 
+    def remove_done(self, live: list) -> None:
+        """Free every row whose request in `live` (one per row, with a `.done` flag) has finished; `live` is
+        rearranged the same way as the rows (the last one moves into each freed place)."""
+        for row in reversed(range(len(live))):
+            if live[row].done:
+                self.remove(row)
+                live[row] = live[-1]
+                live.pop()
+
     def reset(self) -> None:
         """Empty every row (the key mask stays all False, so nothing stale can be seen)."""
         self.cache.key_mask[:self.n] = False
@@ -419,11 +428,7 @@ def _decode_step(model, slots: SlotCache, live: list[_Live], static: bool, confi
             if s.done:
                 ended.append(s)
     if not static:  # finished requests leave at once; the last row moves into the freed slot
-        for row in reversed(range(n)):
-            if live[row].done:
-                slots.remove(row)
-                live[row] = live[-1]
-                live.pop()
+        slots.remove_done(live)
     return ended
 
 

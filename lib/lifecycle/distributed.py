@@ -408,23 +408,33 @@ def _read(path: Path) -> bytes:
         return b""
 
 
+def _signal_and_wait(pids: list[int], sig: int, grace_s: float, send=os.kill, reap=lambda: None) -> bool:
+    """Send `sig` to each of `pids` (skipping ones already gone or not ours), then wait up to `grace_s` for all of
+    them to exit, calling `reap` while waiting; True when none is left."""
+    for pid in pids:
+        try:
+            send(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.perf_counter() + grace_s
+    while time.perf_counter() < deadline and any(_alive(p) for p in pids):
+        reap()
+        time.sleep(0.05)
+    return not any(_alive(p) for p in pids)
+
+
 def kill_tree(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
     """SIGTERM torchrun and every worker below it, then SIGKILL whatever is still alive after `grace_s`."""
     pids = [proc.pid] + _descendants(proc.pid)  # collected first: killing torchrun orphans its workers
+
+    def send(pid: int, sig: int) -> None:
+        try:
+            os.killpg(pid, sig)  # torchrun and each worker lead their own process group
+        except (ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.killpg(pid, sig)  # torchrun and each worker lead their own process group
-            except (ProcessLookupError, PermissionError):
-                try:
-                    os.kill(pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        deadline = time.perf_counter() + grace_s
-        while time.perf_counter() < deadline and any(_alive(p) for p in pids):
-            proc.poll()  # reap torchrun if it exited
-            time.sleep(0.05)
-        if not any(_alive(p) for p in pids):
+        if _signal_and_wait(pids, sig, grace_s, send=send, reap=proc.poll):  # reap torchrun if it exited
             break
     proc.poll()
 
@@ -438,15 +448,7 @@ def kill_leftovers(out: Path, grace_s: float = 3.0) -> None:
         return pid != os.getpid() and (b"lifecycle.distributed" in cmdline or b"torch.distributed.run" in cmdline)
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = [p for p in leftover_processes(out) if ours(p)]
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.perf_counter() + grace_s
-        while time.perf_counter() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.05)
+        _signal_and_wait([p for p in leftover_processes(out) if ours(p)], sig, grace_s)
 
 
 def _first_error(out: Path) -> dict | None:

@@ -379,11 +379,7 @@ class Engine:
             job.next_token, job.position = token, job.position + 1
             self._emit(job, [token])
         touched = list(live)
-        for row in reversed(range(n)):  # the last row moves into a freed slot, as in batching
-            if live[row].done:
-                slots.remove(row)
-                live[row] = live[-1]
-                live.pop()
+        slots.remove_done(live)  # the last row moves into a freed slot, as in batching
         return touched
 
 
