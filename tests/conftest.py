@@ -6,6 +6,8 @@ cache through links, so a test that needs the teacher loads it instead of traini
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -53,6 +55,50 @@ def isolated_cache(tmp_path, monkeypatch):
         (private / shared).symlink_to(REAL_CACHE / shared, target_is_directory=True)
     monkeypatch.setenv("LIFECYCLE_CACHE", str(private))
     return private
+
+
+def notebook_order(paths: list[str], reads_from: dict[str, list[str]]) -> list[str]:
+    """The notebooks in name order, except that one runs after every lesson whose ledger entries it reads.
+
+    `reads_from[name]` lists notebook stems (e.g. "10_serve_millions") that `name` reads; a lesson declares them in its
+    notebook metadata as {"lifecycle": {"reads_from": [...]}}. Lesson 09's cost model reads lesson 10's measured
+    stack, so under nbval lesson 10 runs first and lesson 09 shows the measurement instead of its stand-in."""
+    stems = {Path(p).stem: p for p in paths}
+    ordered: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(stem: str) -> None:
+        if stems[stem] in ordered:
+            return
+        if stem in visiting:
+            raise ValueError(f"notebooks read from each other in a cycle through {stem}")
+        visiting.add(stem)
+        for before in reads_from.get(stem, []):
+            if before in stems:
+                visit(before)
+        visiting.discard(stem)
+        ordered.append(stems[stem])
+
+    for stem in sorted(stems):
+        visit(stem)
+    return ordered
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run each notebook's cells after the notebooks it reads from (see `notebook_order`); other items keep order."""
+    import json
+
+    notebooks = list(dict.fromkeys(str(item.path) for item in items if str(item.path).endswith(".ipynb")))
+    if not notebooks:
+        return
+    reads = {Path(p).stem: json.loads(Path(p).read_text())["metadata"].get("lifecycle", {}).get("reads_from", [])
+             for p in notebooks}
+    rank = {p: i for i, p in enumerate(notebook_order(notebooks, reads))}
+    first = next(i for i, item in enumerate(items) if str(item.path) in rank)
+    cells = [item for item in items if str(item.path) in rank]
+    rest = [item for item in items if str(item.path) not in rank]
+    cells.sort(key=lambda item: rank[str(item.path)])  # stable: each notebook's cells keep their order
+    items[:] = rest[:first] + cells + rest[first:]
 
 
 NOTEBOOK_BUDGET_S = 15 * 60  # reported, not asserted: wall time depends on the machine

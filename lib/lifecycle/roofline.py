@@ -28,6 +28,19 @@ from .device import ACCELERATORS
 from .speculative import expected_speedup
 
 
+def attainable_flops(intensity, peak_flops: float, bandwidth: float):
+    """The roofline: FLOP/s a kernel can reach at `intensity` FLOPs per byte moved, min(peak, intensity · bandwidth).
+
+    `intensity` may be a number or a NumPy array (one point per intensity, for a plot)."""
+    import numpy as np
+
+    for name, v in (("peak_flops", peak_flops), ("bandwidth", bandwidth)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+    attainable = np.minimum(peak_flops, np.asarray(intensity, dtype=float) * bandwidth)
+    return float(attainable) if np.ndim(attainable) == 0 else attainable
+
+
 def kv_limited_batch(memory_bytes: float, weight_bytes: float, kv_bytes_per_request: float) -> int:
     """Requests whose KV cache fits in the memory the weights leave: floor((memory - weights) / KV per request)."""
     for name, v in (("memory_bytes", memory_bytes), ("weight_bytes", weight_bytes),
