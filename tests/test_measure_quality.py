@@ -5,7 +5,8 @@ import torch
 
 from lifecycle.measure.precisions import (SWEEP_VARIANTS, MeasureConfig, best_point, build, first_paying, quality,
                                           table, width_sweep)
-from lifecycle.measure.quality import agreement_text, greedy_agreement, greedy_choices, prompt_set, val_loss
+from lifecycle.measure.quality import (agreement_text, agreement_with, greedy_agreement, greedy_choices, prompt_set,
+                                      val_loss)
 from lifecycle.model import GPT, preset
 from lifecycle.quantize import nbytes, quantize_model
 
@@ -64,3 +65,15 @@ def test_variant_table_against_fp32(model):
     rows = {r["variant"]: r for r in table(models, qual)}
     assert rows["fp32"]["vs fp32 bytes"] == 1.0 and rows["fp32"]["val loss change"] == 0.0
     assert rows["int8"]["bytes"] == nbytes(models["int8"]) < rows["fp32"]["bytes"]
+
+
+def test_agreement_on_a_text_computed_once(model):
+    torch.manual_seed(1)
+    other = GPT(preset("test")).eval()
+    with torch.no_grad():  # large random weights: choices that differ from the reference's somewhere
+        for p in other.parameters():
+            p.normal_(0.0, 0.5)
+    prompts = torch.randint(0, model.config.vocab_size, (3, 6))
+    seq, choices = agreement_text(model, prompts, n_new=8)
+    assert agreement_with(model, seq, choices) == 1.0
+    assert agreement_with(other, seq, choices) == greedy_agreement(other, model, prompts, n_new=8) < 1.0

@@ -6,7 +6,7 @@ import torch
 
 from lifecycle.batching import Record, ServeConfig, ServeResult, Step
 from lifecycle.measure.requests import LengthDist, RequestStreamConfig, make_stream, percentiles, summarize, wide_stream
-from lifecycle.measure.speed import decode_sweep, measure_decode, prefix_ttft
+from lifecycle.measure.speed import decode_step_seconds, decode_sweep, measure_decode, prefix_ttft
 from lifecycle.model import GPT, preset
 
 
@@ -88,3 +88,10 @@ def test_prefix_ttft_counts_the_cached_tokens(model):
     t = prefix_ttft(model, list(range(1, 21)), list(range(1, 13)), repeats=2)
     assert t["prompt_tokens"] == 20 and t["prefix_tokens"] == 12
     assert t["speedup"] == pytest.approx(t["full_ms"] / t["cached_ms"])
+
+
+def test_decode_step_seconds_times_one_step_at_a_fixed_context(model):
+    assert decode_step_seconds(model, 16, batch=2, steps=3, repeats=1) > 0
+    for bad, match in (({"batch": 0}, "batch"), ({"context": 1}, "context"), ({"context": 10_000}, "context window")):
+        with pytest.raises(ValueError, match=match):
+            decode_step_seconds(model, **({"context": 8} | bad))

@@ -21,7 +21,7 @@ from ..device import num_threads, supports_dtype, timed
 from ..generate import generate
 from ..quantize import (FLOAT_DTYPES, QuantConfig, fused_int8_linear, nbytes, quantize_linear, quantize_model,
                         reference_int8)
-from .quality import agreement_text, greedy_choices, prompt_set, val_loss
+from .quality import agreement_text, agreement_with, prompt_set, val_loss
 
 VARIANTS: dict[str, QuantConfig] = {
     "fp32": QuantConfig("fp32"),
@@ -78,8 +78,7 @@ def quality(models: dict, val_data: torch.Tensor, m: MeasureConfig = MeasureConf
     out = {}
     for name, model in models.items():
         loss = val_loss(model, val_data, m.val_batches, m.val_batch_size, m.val_block)
-        agree = (greedy_choices(model, seq, m.prompt_len - 1) == base_choices).float().mean().item()
-        out[name] = {"val_loss": loss, "agreement": agree}
+        out[name] = {"val_loss": loss, "agreement": agreement_with(model, seq, base_choices)}
     return out
 
 

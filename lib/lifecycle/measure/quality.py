@@ -2,7 +2,8 @@
 
 - `val_loss`: mean cross-entropy on fixed validation windows, the same windows for every model.
 - `greedy_agreement`: the share of positions where a model picks the reference's greedy next token, both reading
-  the reference's own greedy continuation (`agreement_text`), so one early difference does not spoil the rest.
+  the reference's own greedy continuation (`agreement_text`), so one early difference does not spoil the rest;
+  `agreement_with` judges a model on a text computed once (lesson 06 judges a dozen students on one).
 - `precision_grid` / `grid_point`: the validation loss and bytes of a model at every bit width × group size
   (lesson 04's sliders), by fake quantization (`quantize.fake_quantize`).
 
@@ -60,12 +61,16 @@ def agreement_text(reference: nn.Module, prompts: torch.Tensor, n_new: int = 32)
     return seq, greedy_choices(reference, seq, start)
 
 
+def agreement_with(model: nn.Module, seq: torch.Tensor, choices: torch.Tensor) -> float:
+    """Share of positions where `model`'s greedy choice along `seq` (P, S) equals `choices` (P, n), the reference's
+    choices at the last n positions (as `agreement_text` returns them: compute the text once, judge many models)."""
+    return (greedy_choices(model, seq, seq.shape[1] - choices.shape[1]) == choices).float().mean().item()
+
+
 def greedy_agreement(model: nn.Module, reference: nn.Module, prompts: torch.Tensor, n_new: int = 32) -> float:
     """Share of positions where `model` picks the same greedy next token as `reference`, both reading the
     reference's own greedy continuation of each prompt (so one early difference does not spoil the rest)."""
-    seq, theirs = agreement_text(reference, prompts, n_new)
-    ours = greedy_choices(model, seq, prompts.shape[1] - 1)
-    return (ours == theirs).float().mean().item()
+    return agreement_with(model, *agreement_text(reference, prompts, n_new))
 
 
 # ---- a grid of bit widths × group sizes, for lesson 04's sliders ----

@@ -5,7 +5,8 @@ first token with and without a cached prompt prefix.
   batch size, so at small batches the step time hardly grows with the number of rows and tokens/s grows almost in
   proportion (lesson 05's first measurement, and part 1 of `python -m lifecycle.bench batching`). `decode_runner`
   prefills once and returns a function that rewinds the cache and decodes again, so the same work can be timed
-  again and again.
+  again and again. `decode_step_seconds` times one step at a fixed context (lesson 03: every step attends over
+  the same number of positions, as a roofline point needs).
 - Time to first token (`prefix_ttft`): prefill + one sample of a whole prompt against the same prompt whose system
   prefix comes from a `caching.PrefixCache` (lesson 07, and part 2 of `python -m lifecycle.bench caching`).
 """
@@ -65,6 +66,37 @@ def decode_sweep(model: GPT, batch_sizes=(1, 8, 32, 64), context: int = 32, step
         rows.append({"batch_size": B, "ms_per_step": 1e3 * sec, "tokens_per_s": B / sec})
     return rows
 
+
+
+def decode_step_runner(model: GPT, context: int, batch: int = 1, steps: int = 40) -> Callable[[], None]:
+    """A function that runs `steps` decode steps of `batch` rows, each attending over exactly `context` positions:
+    context - 1 tokens prefilled once (here), plus the new one; the cache is rewound after every step."""
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    _check_fits(context, 0, model.config.block_size, "a context")
+    if context < 2:
+        raise ValueError(f"context must be at least 2 (one cached token and the new one), got {context!r}")
+    device = next(model.parameters()).device
+    cache = KVCache.for_model(model, batch)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (batch, context), generator=gen).to(device)
+    token = ids[:, -1]  # (B,)
+    with torch.inference_mode():
+        prefill(model, ids[:, :-1], cache)
+
+    @torch.inference_mode()
+    def run() -> None:
+        for _ in range(steps):
+            decode_one_token(model, token, cache)
+            cache.truncate(context - 1)
+    return run
+
+
+def decode_step_seconds(model: GPT, context: int, batch: int = 1, steps: int = 40, repeats: int = 3) -> float:
+    """Median seconds of one decode step at a fixed `context` (lesson 03's roofline point): `repeats` timed runs of
+    `steps` steps after one warm-up run."""
+    device = next(model.parameters()).device
+    return timed(decode_step_runner(model, context, batch, steps), device, repeats=repeats, warmup=1) / steps
 
 # ---- time to first token, with and without a cached prefix ----
 
