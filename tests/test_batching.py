@@ -4,9 +4,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from lifecycle.batching import (LengthDist, Record, Request, ServeConfig, SlotCache, Step, StreamConfig,
-                                generate_batch, left_pad, make_stream, measure_decode, prefill_padded, serve,
-                                summarize)
+from lifecycle.batching import Request, ServeConfig, SlotCache, generate_batch, left_pad, prefill_padded, serve
+from lifecycle.measure.requests import LengthDist, RequestStreamConfig, make_stream
 from lifecycle.model import KVCache
 from lifecycle.generate import generate
 from lifecycle.model import GPT, preset
@@ -33,7 +32,7 @@ def alone(model, prompt, n, stop=None) -> list[int]:
 
 
 def stream(n=12, rate=4.0, seed=0, out_high=20):
-    cfg = StreamConfig(n, rate, LengthDist(1, 10), LengthDist(1, out_high, "loguniform"), seed)
+    cfg = RequestStreamConfig(n, rate, LengthDist(1, 10), LengthDist(1, out_high, "loguniform"), seed)
     return make_stream(cfg, vocab_size=32, block_size=32)
 
 
@@ -159,36 +158,11 @@ def test_static_max_wait_holds_for_a_fuller_batch(model):
     assert patient[0].admitted == patient[1].admitted == 0.3
 
 
-def test_stream_is_reproducible_from_its_seed():
-    cfg = StreamConfig(30, 5.0, LengthDist(4, 20), LengthDist(2, 50, "loguniform"), seed=7)
-    a, b = make_stream(cfg, vocab_size=32), make_stream(cfg, vocab_size=32)
-    assert a == b and a != make_stream(StreamConfig(30, 5.0, cfg.prompt_len, cfg.output_len, 8), vocab_size=32)
-    assert a[0].arrival == 0.0 and all(x.arrival <= y.arrival for x, y in zip(a, a[1:]))
-    assert all(4 <= len(r.prompt) <= 20 and 2 <= r.max_new_tokens <= 50 for r in a)
-    text = torch.arange(1000) % 32
-    for r in make_stream(cfg, tokens=text):  # prompts are slices of the given text
-        assert list(r.prompt) == [(r.prompt[0] + i) % 32 for i in range(len(r.prompt))]
-
-
-def test_poisson_arrivals_have_the_requested_rate():
-    reqs = make_stream(StreamConfig(4000, 20.0, seed=1), vocab_size=32)
-    assert reqs[-1].arrival / (len(reqs) - 1) == pytest.approx(1 / 20.0, rel=0.05)
-    assert {r.arrival for r in make_stream(StreamConfig(5, math.inf), vocab_size=32)} == {0.0}
-
-
 @pytest.mark.parametrize("make, match", [
-    (lambda: StreamConfig(rate=0), "rate"),
-    (lambda: StreamConfig(rate=float("nan")), "rate"),
-    (lambda: StreamConfig(n_requests=0), "n_requests"),
-    (lambda: LengthDist(0, 5), "low"),
-    (lambda: LengthDist(9, 5), "low"),
-    (lambda: LengthDist(1, 5, "normal"), "kind"),
     (lambda: ServeConfig(slots=0), "slots"),
     (lambda: ServeConfig(slots=2.5), "slots"),
     (lambda: ServeConfig(policy="dynamic"), "policy"),
     (lambda: ServeConfig(max_wait=-1), "max_wait"),
-    (lambda: make_stream(StreamConfig(output_len=LengthDist(1, 500)), vocab_size=32, block_size=512), "context"),
-    (lambda: make_stream(StreamConfig()), "vocab_size"),
 ])
 def test_invalid_settings_are_clear_errors(make, match):
     with pytest.raises(ValueError, match=match):
@@ -204,24 +178,6 @@ def test_serve_refuses_bad_requests(model):
         serve(model, [Request(0, (1,), 0)], cost_model=UNIT)
     with pytest.raises(ValueError, match="token ids"):
         serve(model, [Request(0, (99,), 2)], cost_model=UNIT)
-
-
-def test_summary_by_hand():
-    records = [Record(0, 0.0, 4, 0.0, 1.0, 3.0, [1, 2, 3]), Record(1, 1.0, 2, 1.0, 2.0, 5.0, [4])]
-    steps = [Step("prefill", 0.0, 1.0, 2, 8, 6), Step("decode", 1.0, 2.0, 2, 2, 1), Step("decode", 3.0, 2.0, 2, 2, 2)]
-    s = summarize(records, steps, slots=4)
-    assert s["throughput_tok_s"] == pytest.approx(4 / 5.0)  # 4 tokens from t=0 to t=5
-    assert s["ttft_p50_s"] == pytest.approx(1.0) and s["latency_p50_s"] == pytest.approx(3.5)
-    assert s["slot_utilization"] == pytest.approx((2 * 1 + 2 * 2) / (4 * 4.0))
-    assert s["padding_waste"] == pytest.approx(1 - 9 / 12)
-    assert s["busy_fraction"] == pytest.approx(1.0)
-
-
-def test_measure_decode_reports_a_rate(model):
-    row = measure_decode(model, 3, context=8, steps=4, repeats=1)
-    assert row["batch_size"] == 3 and row["tokens_per_s"] > 0
-    with pytest.raises(ValueError, match="batch_size"):
-        measure_decode(model, 0)
 
 
 # --- regression tests (issue 15) ----------------------------------------------------------------------------------

@@ -536,13 +536,14 @@ def test_lesson07_and_lesson02_dashboards_in_a_real_browser(tmp_path):
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    from lifecycle import caching, money
+    from lifecycle import money
+    from lifecycle.measure import queries
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     # lesson 02's cell first: lesson 07's rebinds the name `widgets` to ipywidgets
-    nb.cells = [nbformat.v4.new_code_cell("from IPython.display import display\nfrom lifecycle import caching, widgets\n"
-                                          "from lifecycle.money import usd"),
+    nb.cells = [nbformat.v4.new_code_cell("from IPython.display import display\nfrom lifecycle import widgets\n"
+                                          "from lifecycle.measure import queries\nfrom lifecycle.money import usd"),
                 nbformat.v4.new_code_cell(lesson_cell(ROOT / "notebooks" / "02_training_at_scale.ipynb",
                                                       "widgets.fleet_dashboard(")),
                 nbformat.v4.new_code_cell(lesson_cell(ROOT / "notebooks" / "07_caching.ipynb", "def what_if_view("))]
@@ -576,7 +577,7 @@ def test_lesson07_and_lesson02_dashboards_in_a_real_browser(tmp_path):
                     page.locator(f"{CACHE} .lc-control-zipf_s .noUi-handle").first.focus()
                     page.keyboard.press("ArrowRight")
                     wait_for_values(page, CACHE, old)
-                want = caching.what_if(zipf_s=s, cache_size=size, repeated_share=share)
+                want = queries.what_if(zipf_s=s, cache_size=size, repeated_share=share)
                 shown = {k.removeprefix("caching."): float(v) for k, v in values_in(page, CACHE).items()}
                 for key, value in shown.items():
                     assert math.isclose(value, want[key], rel_tol=1e-12), (s, size, key, value, want[key])

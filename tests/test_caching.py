@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -69,13 +68,13 @@ def test_serve_answers_repeats_from_the_cache_with_the_same_text(model, small_co
     torch.manual_seed(0)
     model = GPT(preset("test", vocab_size=tok.vocab_size, block_size=64)).eval()
     prompts = ["The tide", "A lamp", "The tide", "The tide", "A lamp"]
-    plain = C.serve(model, tok, prompts, 6)
+    plain = C.serve_with_caches(model, tok, prompts, 6)
     cache = C.ResponseCache(capacity=4)
-    cached = C.serve(model, tok, prompts, 6, responses=cache)
+    cached = C.serve_with_caches(model, tok, prompts, 6, responses=cache)
     assert [s.text for s in cached] == [s.text for s in plain]
     assert [s.hit for s in cached] == [False, False, True, True, True]
     # unseeded sampling goes to the model every time
-    C.serve(model, tok, prompts, 6, responses=cache, temperature=1.0)
+    C.serve_with_caches(model, tok, prompts, 6, responses=cache, temperature=1.0)
     assert cache.stats.bypassed == len(prompts)
 
 
@@ -250,43 +249,6 @@ def test_prefill_flops_sums_the_per_token_rule(model):
     assert math.isclose(C.prefill_flops(model, 7, start=5), expected, rel_tol=1e-12)
 
 
-# ---- the query stream and the predicted hit rate ----
-
-def test_query_stream_is_seeded_and_one_offs_never_repeat():
-    cfg = C.StreamConfig(n_queries=3000, catalogue_size=50, zipf_s=1.1, one_off_share=0.3, seed=7)
-    ids = C.query_ids(cfg)
-    assert np.array_equal(ids, C.query_ids(cfg))
-    once = ids[ids >= cfg.catalogue_size]
-    assert len(np.unique(once)) == len(once)
-    assert abs(len(once) / len(ids) - 0.3) < 0.05
-    prompts = C.query_stream(C.StreamConfig(n_queries=5))
-    assert all(p.startswith(C.SYSTEM_PROMPT) for p in prompts)
-
-
-def test_question_texts_are_distinct():
-    texts = [C.question_text(i) for i in range(13_000)]
-    assert len(set(texts)) == len(texts)
-
-
-def test_che_approximation_tracks_the_simulated_lru():
-    cfg = C.StreamConfig(n_queries=30_000, catalogue_size=300, zipf_s=0.9, one_off_share=0.2, seed=1)
-    ids = C.query_ids(cfg)
-    p = C.zipf_popularity(cfg.catalogue_size, cfg.zipf_s)
-    for size in (5, 30, 150):
-        measured = C.simulate_hit_rate(ids, size, warmup=5_000)
-        assert abs(measured - C.che_hit_rate(p, size, 0.2)) < 0.02
-    assert C.che_hit_rate(p, 300) == 1.0  # everything fits and nothing is new
-    rates = [C.che_hit_rate(p, c, 0.2) for c in (1, 10, 100, 1000)]
-    assert rates == sorted(rates) and rates[-1] < 0.8  # one-offs can never hit
-
-
-def test_what_if_dollars_follow_from_the_hit_rate():
-    r = C.what_if(zipf_s=1.0, cache_size=1000, repeated_share=0.8)
-    assert math.isclose(r["usd_saved_per_day"], 10_000 * r["hit_rate"])
-    assert math.isclose(r["usd_saved_per_year"], 365 * r["usd_saved_per_day"])
-    assert C.what_if(zipf_s=1.0, cache_size=1000, repeated_share=0.0)["hit_rate"] == 0.0
-
-
 # ---- bad input: clear errors ----
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -297,16 +259,6 @@ def test_what_if_dollars_follow_from_the_hit_rate():
 def test_invalid_response_caches_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         C.ResponseCache(**kwargs)
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(zipf_s=-0.5), "zipf_s"), (dict(zipf_s=float("nan")), "zipf_s"), (dict(zipf_s=float("inf")), "zipf_s"),
-    (dict(one_off_share=1.5), "one_off_share"), (dict(catalogue_size=0), "catalogue_size"),
-    (dict(n_queries=2.0), "n_queries"),
-])
-def test_invalid_streams_are_refused(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        C.StreamConfig(**kwargs)
 
 
 def test_invalid_prefixes_and_requests_are_refused(model):
@@ -329,10 +281,6 @@ def test_invalid_prefixes_and_requests_are_refused(model):
         C.response_key("x", -1)
     with pytest.raises(ValueError, match="temperature"):
         C.response_key("x", 4, temperature=-1)
-    with pytest.raises(ValueError, match="popularity"):
-        C.che_hit_rate([0.5, 0.2], 3)
-    with pytest.raises(ValueError, match="cache_size"):
-        C.che_hit_rate([1.0], 0)
 
 
 def test_fingerprint_names_the_weights(model):

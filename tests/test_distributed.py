@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lifecycle.data import get_batch, load_corpus
-from lifecycle.distributed import DDPConfig, LaunchError, build_model, global_batch, launch, main, \
-    make_batch_fn, parse_args, shard_rows, training_state_bytes
+from lifecycle.distributed import DDPConfig, build_model, global_batch, main, make_batch_fn, parse_args, shard_rows, \
+    training_state_bytes
+from lifecycle.measure.launch import LaunchError, launch
 from lifecycle.train import TrainConfig, batch_generator, load_checkpoint, read_checkpoint_meta, train
 
 WORDS = ("the of and to in that is was he for it with as his on be at by had not are but from or have an they "

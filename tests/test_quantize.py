@@ -200,16 +200,6 @@ def test_clear_errors(model, monkeypatch, tmp_path):
         Q.quantize_model(model, "bf16")
 
 
-def test_quality_measures_are_exact_for_identical_models(model):
-    data = torch.randint(0, model.config.vocab_size, (500,))
-    prompts = Q.prompt_set(data, n=3, length=8)
-    assert prompts.shape == (3, 8)
-    assert Q.greedy_agreement(model, model, prompts, n_new=6) == 1.0
-    same = Q.val_loss(model, data, batches=2, batch_size=2, block_size=16)
-    assert same == Q.val_loss(model, data, batches=2, batch_size=2, block_size=16)
-    assert Q.val_loss(Q.quantize_model(model, "fp32"), data, 2, 2, 16) == same
-
-
 def test_our_int8_agrees_with_pytorchs_reference(model):
     pytest.importorskip("torchao")
     ref, tool = Q.reference_int8(model)
@@ -279,23 +269,3 @@ def test_fused_int8_linear_refuses_what_it_cannot_fuse():
 
     with pytest.raises(TypeError, match="nn.Linear"):
         fused_int8_linear(torch.nn.Conv1d(4, 4, 1))
-
-
-def test_width_sweep_rows_and_where_the_fused_path_pays():
-    from lifecycle.benches.quantize import SWEEP_VARIANTS, best_point, first_paying, width_sweep
-
-    rows = width_sweep(widths=(16, 32), batches=(1, 4), repeats=3, target_s=1e-4)
-    assert [(r["width"], r["batch"]) for r in rows] == [(16, 1), (16, 4), (32, 1), (32, 4)]
-    for r in rows:
-        for k in SWEEP_VARIANTS:
-            assert r[f"{k} µs"] > 0
-        lo, hi = r["int8 fused (PyTorch) vs fp32 spread"]
-        assert lo <= r["int8 fused (PyTorch) vs fp32"] <= hi
-    fake = [{"width": w, "batch": b, "int8 fused (PyTorch) vs fp32": s}
-            for (w, b, s) in [(128, 1, 0.3), (512, 1, 1.2), (1024, 1, 0.9), (2048, 1, 2.5), (4096, 1, 3.0),
-                              (128, 16, 0.5), (512, 16, 2.1), (1024, 16, 2.2), (2048, 16, 4.5), (4096, 16, 5.0)]]
-    # "pays from width W" means at W and at every wider layer: 512 at batch 1 does not count, 1024 dips below 1
-    assert first_paying(fake) == {1: 2048, 16: 512}
-    assert first_paying(fake, at_least=2.0) == {1: 2048, 16: 512}
-    assert first_paying(fake, at_least=4.0) == {1: None, 16: 2048}
-    assert best_point(fake) == {"width": 4096, "batch": 16, "int8 fused (PyTorch) vs fp32": 5.0}

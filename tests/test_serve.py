@@ -10,7 +10,7 @@ import pytest
 
 from lifecycle.generate import generate
 from lifecycle.loadtest import LoadConfig, make_load, run_load, summarize
-from lifecycle.batching import LengthDist
+from lifecycle.measure.requests import LengthDist
 from lifecycle.serve import Server, StackConfig, StreamRequest, load_engine, simulate
 
 SYSTEM = "be kind. "  # the test model's window is 32 tokens: a short shared prefix

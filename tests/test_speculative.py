@@ -346,7 +346,7 @@ def test_acceptance_probability_is_one_minus_total_variation():
 
 
 def test_heldout_acceptance_is_one_for_the_target_itself_and_matches_the_definition(target, draft):
-    from lifecycle.benches.speculative import heldout_acceptance
+    from lifecycle.measure.speculation import heldout_acceptance
     from lifecycle.speculative import acceptance_probability
 
     data = torch.randint(0, V, (500,), generator=torch.Generator().manual_seed(3))
@@ -362,7 +362,7 @@ def test_heldout_acceptance_is_one_for_the_target_itself_and_matches_the_definit
 
 
 def test_sampled_speed_counts_and_a_perfect_draft(target, draft):
-    from lifecycle.benches.speculative import sampled_speed
+    from lifecycle.measure.speculation import sampled_speed
 
     prompts = [_prompt(5, 1), _prompt(7, 2)]
     perfect = sampled_speed(target, target, prompts, 12, gamma=3, c=1.0, repeats=1)

@@ -133,6 +133,7 @@ import base64  # noqa: E402
 import torch  # noqa: E402
 
 from lifecycle import generate, quantize, speculative  # noqa: E402
+from lifecycle.measure import quality  # noqa: E402
 from lifecycle.model import GPT, GPTConfig  # noqa: E402
 from lifecycle.widgets import (quantization_dashboard, sampling_dashboard, snapshot_bundle,  # noqa: E402
                                speculative_dashboard)
@@ -188,7 +189,7 @@ def tiny_grid():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=20, block_size=32, n_layer=1, n_head=2, n_embd=32)).eval()
     data = torch.randint(0, 20, (2_000,))
-    return model, data, quantize.precision_grid(model, data, bits=(8, 4, 2), group_sizes=(16, None), batches=1)
+    return model, data, quality.precision_grid(model, data, bits=(8, 4, 2), group_sizes=(16, None), batches=1)
 
 
 def test_precision_grid_agrees_with_the_librarys_int8_and_int4(tiny_grid):
@@ -198,18 +199,18 @@ def test_precision_grid_agrees_with_the_librarys_int8_and_int4(tiny_grid):
     assert torch.equal(quantize.fake_quantize(w, 4, 16), quantize.dequantize_int4(*quantize.quantize_int4(w, 16)))
     for cfg, (bits, group) in [("int8", (8, 0)), (quantize.QuantConfig("int4", group_size=16), (4, 16))]:
         q = quantize.quantize_model(model, cfg)
-        row = quantize.grid_point(grid, bits, group)
+        row = quality.grid_point(grid, bits, group)
         assert row["bytes"] == quantize.nbytes(q)
-        assert row["val_loss"] == pytest.approx(quantize.val_loss(q, data, 1, 4, 32), rel=1e-5)
-    assert quantize.grid_point(grid, 2, 0)["bytes"] < quantize.grid_point(grid, 4, 0)["bytes"]
+        assert row["val_loss"] == pytest.approx(quality.val_loss(q, data, 1, 4, 32), rel=1e-5)
+    assert quality.grid_point(grid, 2, 0)["bytes"] < quality.grid_point(grid, 4, 0)["bytes"]
     with pytest.raises(ValueError, match="no grid row"):
-        quantize.grid_point(grid, 3, 16)
+        quality.grid_point(grid, 3, 16)
 
 
 def test_quantization_dashboard_looks_up_the_grid(tiny_grid):
     grid = tiny_grid[2]
     dash = quantization_dashboard(grid, bits=4, group_size=16)
-    pure = lambda **kw: quantize.grid_point(grid, **kw)  # noqa: E731
+    pure = lambda **kw: quality.grid_point(grid, **kw)  # noqa: E731
     assert_shows(dash, pure)
     assert [v for _, v in dash.controls["bits"].options] == [8, 4, 2]
     assert [v for _, v in dash.controls["group_size"].options] == [16, 0]

@@ -1,6 +1,6 @@
 """Batching: many requests through one forward pass, and a server loop that batches at every decode step.
 
-Three pieces, each usable on its own from a notebook cell:
+Two pieces, each usable on its own from a notebook cell:
 
 1. Padded batch generation — `left_pad → prefill_padded → generate_batch`. Prompts of different lengths are
    left-padded into one (B, T) tensor; a key mask hides the padding and per-row position ids make every row see
@@ -10,9 +10,10 @@ Three pieces, each usable on its own from a notebook cell:
      request already ended keep occupying (and computing) their slot until then.
    * "continuous" (iteration-level batching, Yu et al. 2022, "Orca", OSDI): between two decode steps, finished
      requests leave and waiting ones are prefilled into the free slots.
-3. A seeded request stream, `make_stream(StreamConfig(...))`: Poisson arrivals at a chosen rate, prompt and
-   output lengths drawn from stated distributions; `ServeResult.summary()` turns per-request records into
-   TTFT, latency and throughput percentiles, slot utilization and padding waste.
+
+The requests a server is measured on (a seeded stream with Poisson arrivals) and the summary of a run
+(TTFT, latency and throughput percentiles, slot utilization, padding waste) are in
+`lifecycle.measure.requests`; the decode micro-benchmark is `lifecycle.measure.decode`.
 
 Time is a virtual clock: every prefill and decode step really runs the model and the clock advances by the
 step's measured time (or by `cost_model(kind, rows, tokens)` when one is given, e.g. in tests). Requests
@@ -37,15 +38,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
-from .device import synchronize, timed
-from .generate import check_sampling, decode_one_token, prefill, sample
+from .device import synchronize
+from .generate import check_sampling, prefill, sample
 from .model import GPT, KVCache
 
 POLICIES = ("static", "continuous")
-LENGTH_KINDS = ("uniform", "loguniform")
 COMPACT_AT = 64  # dead columns on the left of every live row that trigger a compaction of the timeline
 
 
@@ -287,12 +286,12 @@ class _Live:
 
 @dataclass
 class ServeResult:
+    """What `serve` returns: the config, one Record per request and every model call (`measure.requests.summarize`
+    turns it into throughput and latency percentiles)."""
+
     config: ServeConfig
     records: list[Record]
     steps: list[Step]
-
-    def summary(self) -> dict:
-        return summarize(self.records, self.steps, self.config.slots)
 
 
 def _check_requests(requests: Sequence[Request], model: GPT) -> None:
@@ -430,128 +429,3 @@ def _decode_step(model, slots: SlotCache, live: list[_Live], static: bool, confi
     if not static:  # finished requests leave at once; the last row moves into the freed slot
         slots.remove_done(live)
     return ended
-
-
-# ---- 3. request streams and summaries ----
-
-@dataclass(frozen=True)
-class LengthDist:
-    """Integer lengths in [low, high]: "uniform" (each length equally likely) or "loguniform" (log-length uniform:
-    many short, a few long — widely varying, like real chat outputs)."""
-
-    low: int
-    high: int
-    kind: str = "uniform"
-
-    def __post_init__(self):
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (self.low, self.high)) \
-                or not 1 <= self.low <= self.high:
-            raise ValueError(f"lengths need integers 1 <= low <= high, got low={self.low!r}, high={self.high!r}")
-        if self.kind not in LENGTH_KINDS:
-            raise ValueError(f"kind must be one of {LENGTH_KINDS}, got {self.kind!r}")
-
-    def sample(self, n: int, rng: np.random.Generator) -> list[int]:
-        if self.kind == "uniform":
-            return rng.integers(self.low, self.high + 1, size=n).tolist()
-        u = rng.uniform(math.log(self.low), math.log(self.high + 1), size=n)
-        return np.minimum(np.floor(np.exp(u)), self.high).astype(int).tolist()
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    n_requests: int = 64
-    rate: float = 8.0  # mean arrivals per second (Poisson process); math.inf = everyone at time 0
-    prompt_len: LengthDist = LengthDist(8, 64)
-    output_len: LengthDist = LengthDist(4, 256, "loguniform")
-    seed: int = 0
-
-    def __post_init__(self):
-        if not isinstance(self.n_requests, int) or isinstance(self.n_requests, bool) or self.n_requests < 1:
-            raise ValueError(f"n_requests must be a positive integer, got {self.n_requests!r}")
-        if not isinstance(self.rate, (int, float)) or math.isnan(self.rate) or self.rate <= 0:
-            raise ValueError(f"rate must be a number of requests per second > 0 (math.inf allowed), got {self.rate!r}")
-
-
-def make_stream(config: StreamConfig, tokens: torch.Tensor | None = None, vocab_size: int | None = None,
-                block_size: int | None = None) -> list[Request]:
-    """Requests with Poisson arrivals (exponential gaps of mean 1/rate); prompts are slices of `tokens` (e.g. the
-    validation text) or, without it, uniform random ids below vocab_size. Same config and seed → same stream."""
-    c = config
-    if block_size is not None and c.prompt_len.high + c.output_len.high > block_size:
-        raise ValueError(f"prompt_len.high + output_len.high = {c.prompt_len.high + c.output_len.high} exceeds the "
-                         f"context window of {block_size}; lower one of them")
-    if tokens is None and not (isinstance(vocab_size, int) and vocab_size > 0):
-        raise ValueError("give tokens (a 1-D tensor of token ids to cut prompts from) or a positive vocab_size")
-    if tokens is not None and len(tokens) <= c.prompt_len.high:
-        raise ValueError(f"tokens has {len(tokens)} ids, fewer than prompt_len.high={c.prompt_len.high}")
-    rng = np.random.default_rng(c.seed)
-    gaps = np.zeros(c.n_requests) if math.isinf(c.rate) else rng.exponential(1 / c.rate, size=c.n_requests)
-    arrivals = np.cumsum(gaps) - gaps[0]  # the first request arrives at time 0
-    p_lens, o_lens = c.prompt_len.sample(c.n_requests, rng), c.output_len.sample(c.n_requests, rng)
-    out = []
-    for i, (t, p, o) in enumerate(zip(arrivals.tolist(), p_lens, o_lens)):
-        if tokens is not None:
-            s = int(rng.integers(0, len(tokens) - p))
-            prompt = tuple(int(x) for x in tokens[s:s + p])
-        else:
-            prompt = tuple(rng.integers(0, vocab_size, size=p).tolist())
-        out.append(Request(i, prompt, o, float(t)))
-    return out
-
-
-def percentiles(values: Sequence[float], qs=(50, 95, 99)) -> dict[str, float]:
-    return {f"p{q}": float(np.percentile(values, q)) for q in qs}
-
-
-def summarize(records: Sequence[Record], steps: Sequence[Step], slots: int) -> dict:
-    """Throughput, latency percentiles, slot utilization and padding waste of one serving run."""
-    n_tokens = sum(len(r.tokens) for r in records)
-    makespan = max(r.finish for r in records) - min(r.arrival for r in records)
-    decode = [s for s in steps if s.kind == "decode"]
-    busy = sum(s.seconds for s in steps)
-    computed, useful = sum(s.computed for s in steps), sum(s.useful for s in steps)
-    dec_time = sum(s.seconds for s in decode)
-    return {
-        "requests": len(records), "tokens": n_tokens, "makespan_s": makespan,
-        "throughput_tok_s": n_tokens / makespan if makespan > 0 else math.inf,
-        "requests_per_s": len(records) / makespan if makespan > 0 else math.inf,
-        **{f"ttft_{k}_s": v for k, v in percentiles([r.ttft for r in records]).items()},
-        **{f"latency_{k}_s": v for k, v in percentiles([r.latency for r in records]).items()},
-        "tokens_per_s_per_request_p50": percentiles([r.tokens_per_s for r in records], (50,))["p50"],
-        # share of slot capacity spent on live requests while decoding (time-weighted)
-        "slot_utilization": sum(s.seconds * s.useful for s in decode) / (slots * dec_time) if dec_time else 0.0,
-        "padding_waste": 1 - useful / computed if computed else 0.0,  # computed token-rows that served no one
-        "busy_fraction": busy / makespan if makespan > 0 else 1.0,
-        "decode_steps": len(decode),
-    }
-
-
-# ---- measuring decode throughput against batch size ----
-
-def decode_runner(model: GPT, batch_size: int, context: int = 32, steps: int = 32) -> Callable[[], None]:
-    """A function that runs `steps` greedy decode steps of `batch_size` rows after a `context`-token prefill
-    (done once, here); each call rewinds the cache, so calls can be timed again and again."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_fits(context, steps, model.config.block_size, "a context")
-    device = next(model.parameters()).device
-    cache = KVCache.for_model(model, batch_size, max_len=context + steps)
-    gen = torch.Generator().manual_seed(0)
-    prompt = torch.randint(0, model.config.vocab_size, (batch_size, context), generator=gen).to(device)
-    with torch.inference_mode():
-        first = prefill(model, prompt, cache).argmax(-1)  # (B,)
-
-    @torch.inference_mode()
-    def run() -> None:
-        cache.truncate(context)
-        token = first
-        for _ in range(steps):
-            token = decode_one_token(model, token, cache).argmax(-1)
-    return run
-
-
-def measure_decode(model: GPT, batch_size: int, context: int = 32, steps: int = 32, repeats: int = 3) -> dict:
-    """ms per decode step and tokens/s at one batch size (median of `repeats` timed runs after a warm-up)."""
-    device = next(model.parameters()).device
-    sec = timed(decode_runner(model, batch_size, context, steps), device, repeats=repeats) / steps
-    return {"batch_size": batch_size, "ms_per_step": 1e3 * sec, "tokens_per_s": batch_size / sec}

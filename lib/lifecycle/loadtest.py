@@ -1,10 +1,10 @@
 """How the course measures a server: a seeded request load, and a client that sends it over HTTP and times it.
 
 The load (`LoadConfig`, `make_load`) models chat traffic the way lessons 05 and 07 do, with their generators:
-- arrivals are a Poisson process at `rate` requests per second (exponential gaps; `batching.make_stream`'s rule);
+- arrivals are a Poisson process at `rate` requests per second (exponential gaps; `measure.requests.make_stream`'s rule);
 - questions follow Zipf popularity over a catalogue, plus a share of one-off questions, all behind one shared
-  system prompt (`caching.query_ids`, `caching.question_text`, `caching.SYSTEM_PROMPT`);
-- output lengths are mixed, drawn from a `batching.LengthDist`, one length per distinct question (the same
+  system prompt (`measure.queries.query_ids`, `question_text`, `SYSTEM_PROMPT`);
+- output lengths are mixed, drawn from a `measure.requests.LengthDist`, one length per distinct question (the same
   question asked again asks for the same answer, as a user repeating it would).
 
 `run_load(url, load, concurrency)` replays the load against `POST /v1/completions` with streaming on, at most
@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .batching import LengthDist, percentiles
-from .caching import SYSTEM_PROMPT, StreamConfig, query_ids, question_text
+from .measure.queries import SYSTEM_PROMPT, QueryStreamConfig, query_ids, question_text
+from .measure.requests import LengthDist, percentiles
 from .serve import StreamRequest
 
 
@@ -47,8 +47,8 @@ class LoadConfig:
             raise ValueError(f"rate must be a number of requests per second > 0 (math.inf allowed), got {self.rate!r}")
         self.stream()  # the caching stream's checks: counts, zipf_s, one_off_share
 
-    def stream(self) -> StreamConfig:
-        return StreamConfig(n_queries=self.n_requests, catalogue_size=self.catalogue_size, zipf_s=self.zipf_s,
+    def stream(self) -> QueryStreamConfig:
+        return QueryStreamConfig(n_queries=self.n_requests, catalogue_size=self.catalogue_size, zipf_s=self.zipf_s,
                             one_off_share=self.one_off_share, seed=self.seed, system_prompt=self.system_prompt)
 
 

@@ -65,10 +65,11 @@ from typing import Sequence
 
 import torch
 
-from .batching import Record, SlotCache, percentiles
+from .batching import Record, SlotCache
 from .caching import PrefixCache, ResponseCache, fingerprint, response_key
 from .device import synchronize
 from .generate import check_sampling, decode_one_token, prefill, sample
+from .measure.requests import percentiles
 from .model import GPT, KVCache
 from .quantize import QuantConfig, quantize_model
 from .speculative import SpeculativeDecoder
@@ -651,7 +652,7 @@ def make_app(engine: Engine, tokenizer, model_name: str = "teacher"):
 
 def load_engine(model_name: str, config: StackConfig, system_prompt: str | None = None, seed: int = 0):
     """(engine, tokenizer) for a zoo model ('teacher') or a random-weight test model ('test', for tests)."""
-    from .caching import SYSTEM_PROMPT
+    from .measure.queries import SYSTEM_PROMPT
     system_prompt = SYSTEM_PROMPT if system_prompt is None else system_prompt
     if model_name == "test":
         from .data import CharTokenizer

@@ -11,7 +11,7 @@ Dashboards, all ipywidgets containers (display them, or leave one as a cell's la
 - `sampling_dashboard(...)`  lesson 03: temperature, top-k, top-p, seed -> the next-token distribution and a draw
                              (`generate.sampling_summary`).
 - `quantization_dashboard(...)` lesson 04: bits × group size -> bytes and validation loss, looked up in a grid
-                             computed once (`quantize.precision_grid`, `quantize.grid_point`).
+                             computed once (`measure.quality.precision_grid`, `grid_point`).
 - `speculative_dashboard(...)` lesson 08: alpha, gamma, c -> the formula's speedup, with the measured points
                              (`speculative.speedup_summary`).
 
@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 from . import costs, money
 from .device import ACCELERATORS
 from .generate import logits_to_probs, sampling_summary
-from .quantize import grid_point
+from .measure.quality import grid_point
 from .speculative import expected_speedup, speedup_summary
 from .plots import usd_formatter
 
@@ -480,9 +480,9 @@ class QuantizationDashboard(Dashboard):
 
 
 def quantization_dashboard(grid: list[dict], bits: int = 4, group_size: int = 64) -> QuantizationDashboard:
-    """Lesson 04's sliders over `quantize.precision_grid(...)` rows; moving them only looks rows up.
+    """Lesson 04's sliders over `measure.quality.precision_grid(...)` rows; moving them only looks rows up.
 
-    Expected figures for any state: `quantize.grid_point(grid, **dash.inputs())`.
+    Expected figures for any state: `measure.quality.grid_point(grid, **dash.inputs())`.
     """
     grid_point(grid, bits, group_size)  # fail early: that point must be in the grid
     widths = sorted({r["bits"] for r in grid if r["bits"] != 32}, reverse=True)

@@ -19,16 +19,13 @@ from dataclasses import dataclass
 import torch
 
 from .. import zoo
-from ..batching import LengthDist, ServeConfig, StreamConfig, decode_runner, make_stream, serve
-from ..bench import Report, interleaved
+from ..batching import ServeConfig, serve
+from ..bench import Report
 from ..device import pick_device
+from ..measure.requests import make_stream, summarize, wide_stream
+from ..measure.speed import decode_sweep
 from ..model import GPT, preset
 from ..train import CheckpointError, read_checkpoint_meta
-
-def wide_stream(block_size: int, n_requests: int = 64, rate: float = 50.0, seed: int = 0) -> StreamConfig:
-    """A burst that keeps every slot busy: prompts of 16-64 tokens, outputs log-uniform from 4 tokens up to what the
-    window leaves (block_size - 64), so most answers are short and a few are very long."""
-    return StreamConfig(n_requests, rate, LengthDist(16, 64), LengthDist(4, block_size - 64, "loguniform"), seed)
 
 
 @dataclass(frozen=True)
@@ -57,24 +54,12 @@ def bench_model(device: torch.device) -> tuple[GPT, str | None]:
         return model, "teacher not cached: timed its architecture with random weights (speed does not depend on them)"
 
 
-def decode_sweep(model: GPT, cfg: BenchConfig) -> list[dict]:
-    """Rows {batch_size, ms_per_step, tokens_per_s} at each batch size, timed interleaved."""
-    device = next(model.parameters()).device
-    runners = {B: decode_runner(model, B, cfg.context, cfg.steps) for B in cfg.batch_sizes}
-    times = interleaved({str(B): fn for B, fn in runners.items()}, repeats=cfg.repeats, device=device)
-    rows = []
-    for B in cfg.batch_sizes:
-        sec = times[str(B)]["median"] / cfg.steps
-        rows.append({"batch_size": B, "ms_per_step": 1e3 * sec, "tokens_per_s": B / sec})
-    return rows
-
-
 def policy_comparison(model: GPT, requests, slots: int, repeats: int) -> dict[str, dict]:
     """{policy: summary with medians over `repeats` alternating runs} on the same requests."""
     runs: dict[str, list[dict]] = {"static": [], "continuous": []}
     for _ in range(repeats):
         for policy in runs:
-            runs[policy].append(serve(model, requests, ServeConfig(slots=slots, policy=policy)).summary())
+            runs[policy].append(summarize(serve(model, requests, ServeConfig(slots=slots, policy=policy))))
     return {p: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for p, rs in runs.items()}
 
 
@@ -82,7 +67,7 @@ def run(quick: bool = False) -> Report:
     cfg = QUICK if quick else BenchConfig()
     device = pick_device()
     model, note = bench_model(device)
-    sweep = decode_sweep(model, cfg)
+    sweep = decode_sweep(model, cfg.batch_sizes, cfg.context, cfg.steps, cfg.repeats)
     tps = {r["batch_size"]: r["tokens_per_s"] for r in sweep}
     stream = wide_stream(model.config.block_size, cfg.n_requests)
     requests = make_stream(stream, tokens=zoo.corpus().val, block_size=model.config.block_size)

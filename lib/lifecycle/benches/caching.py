@@ -8,7 +8,7 @@
    use the real `ResponseCache` on the key stream alone: a hit depends only on which key comes when, so the
    model's answers are not needed (their cost per query is measured in part 1).
 
-Lesson 07 calls `load_model`, `serve_variants`, `ttft` and `hit_rate_sweep`, so it measures the same way.
+Lesson 07 measures the same way: `measure.speed.prefix_ttft` and `measure.queries.hit_rate_sweep` are parts 2 and 3.
 """
 from __future__ import annotations
 
@@ -19,16 +19,17 @@ import torch
 
 from .. import zoo
 from ..bench import Report, interleaved
-from ..caching import (PrefixCache, ResponseCache, StreamConfig, che_hit_rate, query_ids, query_stream, serve,
-                       simulate_hit_rate, zipf_popularity)
+from ..caching import PrefixCache, ResponseCache, serve_with_caches
 from ..device import pick_device
-from ..generate import prefill, sample
-from ..model import GPT, KVCache, preset
+from ..measure.queries import QueryStreamConfig, hit_rate_sweep, query_stream
+from ..measure.speed import prefix_ttft
+from ..model import GPT, preset
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    stream: StreamConfig = StreamConfig(n_queries=120, catalogue_size=40, zipf_s=1.0, one_off_share=0.2, seed=0)
+    stream: QueryStreamConfig = QueryStreamConfig(n_queries=120, catalogue_size=40, zipf_s=1.0, one_off_share=0.2,
+                                                  seed=0)
     max_new_tokens: int = 16
     response_capacity: int = 20
     repeats: int = 3
@@ -75,7 +76,7 @@ def serve_variants(model: GPT, tok, prompts: list[str], max_new_tokens: int, cap
                 pc = PrefixCache(model, max_bytes=64 * 2**20)
                 pc.add(tok.encode(system_prompt))
             rc = ResponseCache(capacity=capacity) if responses else None
-            last[name] = serve(model, tok, prompts, max_new_tokens, responses=rc, prefixes=pc)
+            last[name] = serve_with_caches(model, tok, prompts, max_new_tokens, responses=rc, prefixes=pc)
             last[name + "/prefixes"] = pc
         return fn
 
@@ -88,43 +89,6 @@ def serve_variants(model: GPT, tok, prompts: list[str], max_new_tokens: int, cap
         prefilled = pc.stats.tokens_prefilled if pc is not None else sum(s.tokens_prefilled for s in served)
         out[name] = {"seconds": times[name]["median"], "served": served, "prefill_tokens": prefilled}
     return out
-
-
-@torch.inference_mode()
-def ttft(model: GPT, prompt_ids: list[int], prefix_ids: list[int], repeats: int = 15) -> dict[str, float]:
-    """Median time to first token (prefill + one greedy sample), full prompt vs cached prefix, interleaved."""
-    device = next(model.parameters()).device
-    prefixes = PrefixCache(model, max_bytes=64 * 2**20)
-    prefixes.add(prefix_ids)
-    idx = torch.tensor([prompt_ids], device=device)
-
-    def full():
-        return sample(prefill(model, idx, KVCache.for_model(model, 1)))
-
-    def cached():
-        return sample(prefixes.prefill(prompt_ids)[0])
-
-    t = interleaved({"full": full, "cached": cached}, repeats=repeats, warmup=2, device=device)
-    full_s, cached_s = t["full"]["median"], t["cached"]["median"]
-    return {"full_ms": 1e3 * full_s, "cached_ms": 1e3 * cached_s, "speedup": full_s / cached_s,
-            "prompt_tokens": len(prompt_ids), "prefix_tokens": len(prefix_ids)}
-
-
-def hit_rate_sweep(catalogue_size: int, zipf_s: tuple[float, ...], sizes: tuple[int, ...], one_off_share: float,
-                   n_queries: int, warmup: int, seed: int = 0) -> list[dict]:
-    """Measured (the real cache on the key stream, after warm-up) vs predicted (Che) hit rate, per (s, size)."""
-    rows = []
-    for s in zipf_s:
-        cfg = StreamConfig(n_queries=n_queries, catalogue_size=catalogue_size, zipf_s=s, one_off_share=one_off_share,
-                           seed=seed)
-        ids = query_ids(cfg)
-        p = zipf_popularity(catalogue_size, s)
-        for size in sizes:
-            measured = simulate_hit_rate(ids, size, warmup=warmup)
-            predicted = che_hit_rate(p, size, one_off_share)
-            rows.append({"zipf_s": s, "cache_size": size, "measured": measured, "predicted": predicted,
-                         "error_pp": 100 * (measured - predicted)})
-    return rows
 
 
 def run(quick: bool = False) -> Report:
@@ -143,7 +107,7 @@ def run(quick: bool = False) -> Report:
                      "response_hit_rate": sum(s.hit for s in served) / len(served),
                      "prefill_tokens": r["prefill_tokens"],
                      "reused_tokens": sum(s.tokens_reused for s in served)})
-    t = ttft(model, tok.encode(prompts[0]), tok.encode(cfg.stream.system_prompt), cfg.ttft_repeats)
+    t = prefix_ttft(model, tok.encode(prompts[0]), tok.encode(cfg.stream.system_prompt), cfg.ttft_repeats)
     sweep = hit_rate_sweep(cfg.sweep_catalogue, cfg.sweep_s, cfg.sweep_sizes, cfg.sweep_one_off,
                            cfg.sweep_queries, cfg.sweep_warmup)
     base = res["no cache"]["seconds"]

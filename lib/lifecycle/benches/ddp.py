@@ -14,7 +14,8 @@ Each process count runs in its own torchrun launch; counts alternate (1, 2, 1, 2
 from __future__ import annotations
 
 from ..bench import Report
-from ..distributed import DDPConfig, compare_processes
+from ..distributed import DDPConfig
+from ..measure.launch import compare_processes
 
 
 def run(quick: bool) -> Report:

@@ -38,23 +38,21 @@ Ratios: speedup = the best row's measured speedup; sampled_speedup = the same fo
 fixed_gamma_speedup and fixed_gamma_measured_vs_predicted = the same for the best row with a fixed G (the paper's
 algorithm and formula as written); hf_assisted_speedup = Hugging Face plain ÷ Hugging Face assisted; ours_vs_hf =
 Hugging Face assisted time ÷ our speculative time on the same prompts.
+The measuring itself is `lifecycle.measure.speculation`, which lesson 08 calls too.
 --quick: 128 new tokens, two prompts, G in {2, 4, 6} plus G 6 with confidence 0.4, and random weights when a model is
 not cached (said in the notes; alpha is then meaningless but the code path and the timing harness are exercised).
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
 from .. import zoo
 from ..bench import Report, interleaved
-from ..device import pick_device, synchronize
-from ..generate import generate, logits_to_probs
-from ..model import GPT, KVCache, preset
-from ..speculative import SpecStats, acceptance_probability, expected_speedup, speculative_generate, \
-    speedup_from_counts
+from ..device import pick_device
+from ..generate import generate
+from ..measure.speculation import fastest_ratio, heldout_acceptance, sampled_speed, sweep, validation_prompts
+from ..model import GPT, preset
+from ..speculative import speculative_generate
 from ..train import CheckpointError, read_checkpoint_meta
 
 
@@ -70,103 +68,6 @@ def load(name: str, device: torch.device, train_if_missing: bool) -> tuple[GPT, 
             cfg = base if name == "teacher" else preset("student", vocab_size=vocab, block_size=base.block_size)
             return GPT(cfg).to(device).eval(), f"{name} not cached: random weights (timing only, alpha meaningless)"
     return zoo.get(name, device, progress=False), None
-
-
-def prompt_set(n_prompts: int = 4, device: torch.device | str = "cpu") -> list[torch.Tensor]:
-    """Fixed prompts: slices of the validation text, 24 to 24 * 4^(n-1) tokens long (capped below the window)."""
-    val = zoo.corpus().val
-    prompts = []
-    for i in range(n_prompts):
-        length = min(24 * 4 ** i, 320)
-        start = 1000 + 7919 * i
-        prompts.append(val[start:start + length].to(device))
-    return prompts
-
-
-def setting_name(gamma: int, confidence: float = 0.0) -> str:
-    """The timed variant's name: spec_g4, or spec_g6_c0.4 when drafting stops below a confidence."""
-    return f"spec_g{gamma}" + (f"_c{confidence:g}" if confidence else "")
-
-
-def time_decoders(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int,
-                  settings: list[tuple[int, float]], repeats: int = 3,
-                  device: torch.device | str = "cpu") -> dict[str, list[float]]:
-    """Seconds to decode n_new greedy tokens after every prompt, per variant and repeat (interleaved).
-
-    settings: (gamma, confidence) pairs, one speculative variant each.
-    """
-    def run_all(fn):
-        return lambda: [fn(p) for p in prompts]
-
-    variants = {"teacher": run_all(lambda p: generate(target, p, n_new)),
-                "draft": run_all(lambda p: generate(draft, p, n_new))}
-    for g, conf in settings:
-        variants[setting_name(g, conf)] = run_all(
-            lambda p, g=g, conf=conf: speculative_generate(target, draft, p, n_new, gamma=g, confidence=conf))
-    return {name: t["all"] for name, t in interleaved(variants, repeats=repeats, device=device).items()}
-
-
-def fastest_ratio(numerator: list[float], denominator: list[float]) -> float:
-    """min(numerator) / min(denominator): the ratio of each variant's fastest repeat.
-
-    A shared machine only ever adds time (another tenant, a throttled core), and on the course's small VMs a slow
-    stretch can double one run; the fastest repeat of each variant is the least disturbed measurement of it.
-    """
-    return min(numerator) / min(denominator)
-
-
-def acceptance(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamma: int,
-               references: list[torch.Tensor] | None = None, confidence: float = 0.0) -> dict:
-    """Pooled statistics of greedy speculative decoding over the prompts, and whether every output matched the
-    target's own greedy output (`references`, one per prompt; computed here when not given)."""
-    if references is None:
-        references = [generate(target, p, n_new) for p in prompts]
-    runs = [speculative_generate(target, draft, p, n_new, gamma=gamma, confidence=confidence) for p in prompts]
-    identical = all(torch.equal(out, reference) for (out, _), reference in zip(runs, references))
-    total = SpecStats(gamma, **{field: sum(getattr(st, field) for _, st in runs)
-                                for field in ("rounds", "proposed", "accepted", "rejected", "new_tokens")})
-    return {"alpha": total.acceptance_rate, "tokens_per_call": total.tokens_per_target_call,
-            "drafts_per_round": total.drafts_per_round, "identical": identical}
-
-
-def sweep(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gammas: list[int],
-          repeats: int = 3, device: torch.device | str = "cpu",
-          early_stops: list[tuple[int, float]] = ()) -> tuple[list[dict], float, dict[str, float]]:
-    """One row per gamma (and per (gamma, confidence) in early_stops), the measured c, and the fastest seconds of each
-    timed variant.
-
-    A row holds alpha, tokens per target call, drafts per round, the measured speedup, the prediction (the paper's
-    formula from (alpha, gamma, c) for a fixed gamma; the cost model fed the counts when drafting stops early), the
-    measured cost of the target's pass over the drafts + 1 tokens (in one-token passes), and the prediction that uses
-    it instead of the paper's 1.
-    """
-    settings = [(g, 0.0) for g in gammas] + [(g, conf) for g, conf in early_stops]
-    times = time_decoders(target, draft, prompts, n_new, settings, repeats, device)
-    c = fastest_ratio(times["draft"], times["teacher"])
-    top = max(g for g, _ in settings)
-    context = min(200, target.config.block_size - top - 1)
-    costs = forward_costs(target, list(range(1, top + 2)), context=context, device=device)
-    references = [generate(target, p, n_new) for p in prompts]  # the teacher's own output, once per prompt
-    rows = []
-    for g, conf in settings:
-        stats = acceptance(target, draft, prompts, n_new, g, references, confidence=conf)
-        k = stats["drafts_per_round"]
-        verify = costs[min(top + 1, max(1, round(k) + 1))] / costs[1]
-        if conf:
-            predicted = speedup_from_counts(stats["tokens_per_call"], k, c)
-            with_verify = speedup_from_counts(stats["tokens_per_call"], k, c, verify)
-        else:
-            predicted = expected_speedup(stats["alpha"], g, c)
-            with_verify = expected_speedup(stats["alpha"], g, c, verify)
-        name = setting_name(g, conf)
-        rows.append({"gamma": g, "confidence": conf, "alpha": stats["alpha"],
-                     "tokens_per_call": stats["tokens_per_call"], "drafts_per_round": k,
-                     "measured_speedup": fastest_ratio(times["teacher"], times[name]),
-                     "predicted_speedup": predicted, "verify_cost": verify,
-                     "predicted_with_verify_cost": with_verify,
-                     "ms_per_token": 1e3 * min(times[name]) / (n_new * len(prompts)),
-                     "identical_to_teacher": stats["identical"]})
-    return rows, c, {name: min(ts) for name, ts in times.items()}
 
 
 def hf_peer(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamma: int, confidence: float = 0.0,
@@ -215,96 +116,13 @@ def hf_peer(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, ga
             "ours_vs_hf": fastest_ratio(times["hf_assisted"], times["speculative"])}
 
 
-# ---- beyond greedy continuations: sampling, and acceptance along held-out text ----
-
-@torch.inference_mode()
-def heldout_acceptance(target: GPT, draft: GPT, data: torch.Tensor, temperature: float = 0.0, windows: int = 8,
-                       length: int = 256, seed: int = 0) -> float:
-    """The expected acceptance rate of a draft along held-out text (`data`, e.g. the validation split): at every
-    position of `windows` random windows of `length` tokens, both models read the real text and the chance that the
-    draft's proposal is accepted there is averaged (`acceptance_probability` of the two distributions at
-    `temperature`; at temperature 0, whether their greedy picks agree).
-
-    Unlike acceptance counted along the teacher's own greedy continuations (which tend to repeat themselves, and a
-    draft distilled on such text predicts them well), this asks how the draft fares on text neither model wrote.
-    """
-    device = next(target.parameters()).device
-    length = min(length, target.config.block_size)
-    gen = torch.Generator().manual_seed(seed)
-    starts = torch.randint(len(data) - length, (windows,), generator=gen)
-    x = data[starts[:, None] + torch.arange(length)].to(device)  # (windows, length)
-    p_logits, q_logits = target(x)[0], draft(x)[0]  # (windows, length, V) each
-    if temperature == 0:
-        return (p_logits.argmax(-1) == q_logits.argmax(-1)).float().mean().item()
-    p, q = logits_to_probs(p_logits, temperature), logits_to_probs(q_logits, temperature)
-    return acceptance_probability(p, q).mean().item()
-
-
-def sampled_speed(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamma: int, c: float,
-                  temperature: float = 0.8, repeats: int = 3, seed: int = 0,
-                  device: torch.device | str = "cpu") -> dict:
-    """Speculative sampling at `temperature` against the teacher's own sampling at the same temperature, on `prompts`.
-
-    Both are timed interleaved (each prompt with a fixed seed, so every repeat does the same work); the speedup is the
-    ratio of the fastest repeats. alpha and tokens per teacher call are pooled over the prompts, and `predicted` is the
-    paper's formula at that alpha and the given c. (Sampled output cannot be compared token for token; its
-    distribution is checked separately, against the teacher's probabilities.)
-    """
-    teacher_fn = lambda: [generate(target, p, n_new, temperature=temperature, seed=seed + i)  # noqa: E731
-                          for i, p in enumerate(prompts)]
-    runs = []
-
-    def spec_fn():
-        runs.clear()
-        runs.extend(speculative_generate(target, draft, p, n_new, gamma=gamma, temperature=temperature, seed=seed + i)
-                    for i, p in enumerate(prompts))
-
-    times = {k: t["all"] for k, t in interleaved({"teacher": teacher_fn, "speculative": spec_fn}, repeats=repeats,
-                                                  device=device).items()}
-    total = SpecStats(gamma, **{field: sum(getattr(st, field) for _, st in runs)
-                                for field in ("rounds", "proposed", "accepted", "rejected", "new_tokens")})
-    return {"temperature": temperature, "gamma": gamma, "alpha": total.acceptance_rate,
-            "tokens_per_call": total.tokens_per_target_call,
-            "measured_speedup": fastest_ratio(times["teacher"], times["speculative"]),
-            "predicted_speedup": expected_speedup(total.acceptance_rate, gamma, c),
-            "ms_per_token": 1e3 * min(times["speculative"]) / (n_new * len(prompts))}
-
-
-@torch.inference_mode()
-def forward_costs(model: GPT, n_tokens: list[int], context: int = 200, repeats: int = 30,
-                  device: torch.device | str = "cpu") -> dict[int, float]:
-    """Median milliseconds of one cached forward pass over k new tokens after `context` cached ones, per k.
-
-    The passes alternate between the k values (k1 k2 … k1 k2 …) and the cache is truncated back after each, so every
-    pass sees the same context.
-    """
-    if context + max(n_tokens) > model.config.block_size:
-        raise ValueError(f"context + max(n_tokens) = {context + max(n_tokens)} exceeds the window of "
-                         f"{model.config.block_size} tokens; use a shorter context")
-    gen = torch.Generator().manual_seed(0)
-    cache = KVCache.for_model(model)
-    model(torch.randint(0, model.config.vocab_size, (1, context), generator=gen).to(device), cache=cache)
-    inputs = {k: torch.randint(0, model.config.vocab_size, (1, k), generator=gen).to(device) for k in n_tokens}
-    times: dict[int, list[float]] = {k: [] for k in n_tokens}
-    for rep in range(repeats + 1):
-        for k, x in inputs.items():
-            synchronize(device)
-            t0 = time.perf_counter()
-            model(x, cache=cache)
-            synchronize(device)
-            if rep:  # the first pass of each size is a warm-up
-                times[k].append(time.perf_counter() - t0)
-            cache.truncate(context)
-    return {k: 1e3 * statistics.median(ts) for k, ts in times.items()}
-
-
 def run(quick: bool = False) -> Report:
     device = pick_device()
     target, note_t = load("teacher", device, train_if_missing=not quick)
     draft, note_d = load("student", device, train_if_missing=not quick)
     n_new, gammas = (128, [2, 4, 6]) if quick else (256, list(range(1, 9)))
     early_stops = [(6, 0.4)] if quick else [(6, 0.3), (6, 0.4), (6, 0.5)]
-    prompts = prompt_set(2 if quick else 4, device)
+    prompts = validation_prompts(2 if quick else 4, device)
     rows, c, times = sweep(target, draft, prompts, n_new, gammas, repeats=2 if quick else 3, device=device,
                            early_stops=early_stops)
     best = max(rows, key=lambda r: r["measured_speedup"])

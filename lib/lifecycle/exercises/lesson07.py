@@ -4,13 +4,14 @@
   say, for each request, whether it was a hit (checked by replaying the same seeded streams through
   `caching.ResponseCache`).
 - `che_hit_rate(popularity, cache_size, one_off_share)`: solve Che's equation for the characteristic time and
-  return the predicted steady-state hit rate (checked against `caching.che_hit_rate`).
+  return the predicted steady-state hit rate (checked against `measure.queries.che_hit_rate`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import caching
+from ..measure import queries
 from . import Case, check_function
 
 
@@ -22,7 +23,7 @@ def library_lru_hits(requests, capacity: int) -> list[bool]:
 
 def _zipf_stream(n: int, catalogue: int, s: float, seed: int) -> list[int]:
     rng = np.random.default_rng(seed)
-    return [int(i) for i in rng.choice(catalogue, size=n, p=caching.zipf_popularity(catalogue, s))]
+    return [int(i) for i in rng.choice(catalogue, size=n, p=queries.zipf_popularity(catalogue, s))]
 
 
 def check_lru_hits(fn) -> bool | None:
@@ -42,15 +43,15 @@ def check_lru_hits(fn) -> bool | None:
 
 
 def check_che_hit_rate(fn) -> bool | None:
-    """`fn(popularity (n,), cache_size, one_off_share) -> float` against `caching.che_hit_rate`."""
-    cases = [Case("Zipf s=1, 1,000 items, cache 100", (caching.zipf_popularity(1000, 1.0), 100, 0.0)),
+    """`fn(popularity (n,), cache_size, one_off_share) -> float` against `queries.che_hit_rate`."""
+    cases = [Case("Zipf s=1, 1,000 items, cache 100", (queries.zipf_popularity(1000, 1.0), 100, 0.0)),
              Case("Zipf s=0.8, 10,000 items, cache 1,000, 20% one-offs",
-                  (caching.zipf_popularity(10_000, 0.8), 1000, 0.2)),
+                  (queries.zipf_popularity(10_000, 0.8), 1000, 0.2)),
              Case("uniform popularity, 100 items, cache 25", (np.full(100, 0.01), 25, 0.0)),
-             Case("cache of 1 entry", (caching.zipf_popularity(50, 1.5), 1, 0.1)),
-             Case("cache of one fewer than the catalogue", (caching.zipf_popularity(40, 0.5), 39, 0.0)),
-             Case("half the requests are one-offs", (caching.zipf_popularity(500, 1.1), 200, 0.5))]
-    return check_function("che_hit_rate", fn, reference=caching.che_hit_rate, cases=cases, rtol=1e-4, atol=1e-6,
+             Case("cache of 1 entry", (queries.zipf_popularity(50, 1.5), 1, 0.1)),
+             Case("cache of one fewer than the catalogue", (queries.zipf_popularity(40, 0.5), 39, 0.0)),
+             Case("half the requests are one-offs", (queries.zipf_popularity(500, 1.1), 200, 0.5))]
+    return check_function("che_hit_rate", fn, reference=queries.che_hit_rate, cases=cases, rtol=1e-4, atol=1e-6,
                           hint="each recurring item is requested at rate λ_i = (1 - one_off_share) * p_i; find t_C "
                                "with Σ(1 - exp(-λ_i t_C)) + one_off_share * t_C = cache_size (the left side grows "
                                "with t_C: bisect), then return Σ λ_i (1 - exp(-λ_i t_C)). One-offs take room but "
