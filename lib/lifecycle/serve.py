@@ -68,7 +68,8 @@ import torch
 from .batching import Record, SlotCache, percentiles
 from .caching import PrefixCache, ResponseCache, fingerprint, response_key
 from .device import synchronize
-from .generate import check_sampling, decode_one_token, prefill, sample
+from .checks import is_int, require_bool, require_int, require_number
+from .generate import GREEDY, Sampling, as_sampling, decode_one_token, prefill, require_sampling, sample
 from .model import GPT, KVCache
 from .quantize import QuantConfig, quantize_model
 from .speculative import SpeculativeDecoder
@@ -95,12 +96,9 @@ class StackConfig:
 
     def __post_init__(self):
         for name in ("batching", "response_cache", "prefix_cache", "speculative"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"StackConfig.{name} is a switch: True or False, got {getattr(self, name)!r}")
+            require_bool(f"StackConfig.{name}", getattr(self, name), hint="a switch")
         for name in ("max_batch", "cache_size", "prefix_bytes", "gamma"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"StackConfig.{name} must be a positive integer, got {v!r}")
+            require_int(f"StackConfig.{name}", getattr(self, name), low=1)
         if self.weights not in WEIGHTS:
             raise ValueError(f"StackConfig.weights must be one of {WEIGHTS}, got {self.weights!r}")
         if self.speculative and self.batching:
@@ -129,7 +127,7 @@ class Job:
     record: Record
     prompt: tuple[int, ...]
     max_new_tokens: int
-    temperature: float = 0.0
+    sampling: Sampling = GREEDY
     generator: torch.Generator | None = None
     key: tuple | None = None  # response-cache key; None = not cacheable
     cached: bool = False  # answered from the response cache (or by a twin in flight: see followers)
@@ -206,33 +204,34 @@ class Engine:
 
     # -- requests in --
 
-    def check(self, prompt: Sequence[int], max_new_tokens: int, temperature: float = 0.0) -> None:
+    def check(self, prompt: Sequence[int], max_new_tokens: int, sampling: Sampling = GREEDY) -> None:
         """Raise ValueError naming the problem when a request cannot be served (the server answers 400)."""
-        if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-            raise ValueError(f"max_tokens must be an integer >= 1, got {max_new_tokens!r}")
-        check_sampling(temperature)
+        require_int("max_tokens", max_new_tokens, low=1)
+        require_sampling(sampling)
         if not prompt:
             raise ValueError("the prompt is empty: give at least one character")
-        if not all(isinstance(t, int) and 0 <= t < self.vocab_size for t in prompt):
+        if not all(is_int(t) and 0 <= t < self.vocab_size for t in prompt):
             raise ValueError(f"prompt token ids must be in [0, {self.vocab_size})")
         if len(prompt) + max_new_tokens > self.block_size:
             raise ValueError(f"a prompt of {len(prompt)} tokens + max_tokens={max_new_tokens} exceeds the context "
                              f"window of {self.block_size} tokens; shorten the prompt or lower max_tokens")
 
-    def submit(self, prompt: Sequence[int], max_new_tokens: int, *, temperature: float = 0.0,
-               seed: int | None = None, arrival: float = 0.0) -> Job:
-        """Queue a request; a response-cache hit is returned already done (job.cached)."""
+    def submit(self, prompt: Sequence[int], max_new_tokens: int, *, sampling: Sampling | None = None,
+               temperature: float | None = None, seed: int | None = None, arrival: float = 0.0) -> Job:
+        """Queue a request picking tokens by `sampling` (or the loose `temperature`; default greedy); a
+        response-cache hit is returned already done (job.cached)."""
+        sampling = as_sampling(sampling, temperature)
         prompt = tuple(int(t) for t in prompt)
-        self.check(prompt, max_new_tokens, temperature)
+        self.check(prompt, max_new_tokens, sampling)
         self._ids += 1
-        job = Job(Record(self._ids, arrival, len(prompt)), prompt, max_new_tokens, float(temperature))
+        job = Job(Record(self._ids, arrival, len(prompt)), prompt, max_new_tokens, sampling)
         device = next(self.model.parameters()).device
-        if temperature > 0:
+        if not sampling.greedy:
             job.generator = torch.Generator(device=device)
             job.generator.manual_seed(seed) if seed is not None else job.generator.seed()
         if self.responses is not None:
             job.key = response_key(",".join(map(str, prompt)), max_new_tokens, model_id=self.model_id,
-                                   temperature=temperature, seed=seed)
+                                   sampling=sampling, seed=seed)
             if self._lookup(job):
                 return job
             if job.key is not None and (twin := self.inflight.get(job.key)) is not None:
@@ -318,7 +317,7 @@ class Engine:
             if self.config.speculative:
                 self.stats.prefill_tokens += len(job.prompt)
                 job.decoder = SpeculativeDecoder(self.model, self.draft, list(job.prompt), job.max_new_tokens,
-                                                 gamma=self.config.gamma, temperature=job.temperature,
+                                                 gamma=self.config.gamma, sampling=job.sampling,
                                                  generator=job.generator)
             else:
                 job.logits = self._prefill(job)
@@ -331,7 +330,7 @@ class Engine:
             self.stats.accepted += r.accepted
             self.stats.rejected += r.accepted < len(r.proposed)
         else:
-            token = sample(job.logits, job.temperature, generator=job.generator)  # (1,)
+            token = sample(job.logits, job.sampling, job.generator)  # (1,)
             self._emit(job, [int(token)])
             if not job.done:
                 job.logits = decode_one_token(self.model, token, job.cache)
@@ -345,7 +344,7 @@ class Engine:
         touched: list[Job] = []
         while len(self.live) < self.config.max_batch and (job := self._next(touched)) is not None:
             logits = self._prefill(job)
-            token = int(sample(logits, job.temperature, generator=job.generator))
+            token = int(sample(logits, job.sampling, job.generator))
             self._emit(job, [token])
             touched.append(job)
             if not job.done:
@@ -374,8 +373,7 @@ class Engine:
         slots.cache.length = view.length
         greedy = logits.argmax(-1).tolist()
         for i, job in enumerate(live):
-            token = greedy[i] if job.temperature == 0 else \
-                int(sample(logits[i:i + 1], job.temperature, generator=job.generator))
+            token = greedy[i] if job.sampling.greedy else int(sample(logits[i:i + 1], job.sampling, job.generator))
             job.next_token, job.position = token, job.position + 1
             self._emit(job, [token])
         touched = list(live)
@@ -487,10 +485,10 @@ class _Worker:
         self.thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self.thread.start()
 
-    def submit(self, prompt: list[int], max_tokens: int, temperature: float, seed: int | None) -> asyncio.Queue:
+    def submit(self, prompt: list[int], max_tokens: int, sampling: Sampling, seed: int | None) -> asyncio.Queue:
         """Queue a request; the returned asyncio.Queue receives (new token ids, done) tuples."""
         out: asyncio.Queue = asyncio.Queue()
-        self.inbox.put((prompt, max_tokens, temperature, seed, out))
+        self.inbox.put((prompt, max_tokens, sampling, seed, out))
         return out
 
     def _send(self, out: asyncio.Queue, item) -> None:
@@ -502,12 +500,12 @@ class _Worker:
             block = self.engine.idle
             while True:  # take everything that has arrived; wait for one when there is nothing to do
                 try:
-                    prompt, max_tokens, temperature, seed, out = self.inbox.get(block=block, timeout=0.5)
+                    prompt, max_tokens, sampling, seed, out = self.inbox.get(block=block, timeout=0.5)
                 except queue.Empty:
                     break
                 block = False
                 try:
-                    job = self.engine.submit(prompt, max_tokens, temperature=temperature, seed=seed)
+                    job = self.engine.submit(prompt, max_tokens, sampling=sampling, seed=seed)
                 except ValueError as e:  # checked before submitting, so only a race could land here
                     self._send(out, e)
                     continue
@@ -546,7 +544,8 @@ class BadRequest(ValueError):
 
 
 def parse_completion_request(body: bytes, tokenizer, engine: Engine) -> dict:
-    """The checked fields of a completions request (prompt ids, max_tokens, temperature, stream, seed)."""
+    """The checked fields of a completions request: prompt ids, max_tokens, sampling (a Sampling made from the
+    request's temperature), stream, seed."""
     try:
         data = json.loads(body or b"")
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -564,22 +563,17 @@ def parse_completion_request(body: bytes, tokenizer, engine: Engine) -> dict:
         raise BadRequest(f"the prompt has characters the model does not know: {bad!r}; it knows only the "
                          f"{tokenizer.vocab_size} characters of its training text")
     max_tokens, temperature = data.get("max_tokens", 16), data.get("temperature", 0.0)
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise BadRequest(f"'max_tokens' must be an integer >= 1, got {max_tokens!r}")
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
-        raise BadRequest(f"'temperature' must be a number >= 0 (0 = greedy), got {temperature!r}")
     stream, seed = data.get("stream", False), data.get("seed")
-    if not isinstance(stream, bool):
-        raise BadRequest(f"'stream' must be true or false, got {stream!r}")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise BadRequest(f"'seed' must be an integer or null, got {seed!r}")
     ids = tokenizer.encode(prompt)
-    try:
-        engine.check(ids, max_tokens, float(temperature))
+    try:  # every check names the JSON field it refused
+        require_int("'max_tokens'", max_tokens, low=1)
+        sampling = Sampling(require_number("'temperature'", temperature, low=0, hint="0 = greedy"))
+        require_bool("'stream'", stream)
+        require_int("'seed'", seed, optional=True, hint="null: a fresh draw each time")
+        engine.check(ids, max_tokens, sampling)
     except ValueError as e:
         raise BadRequest(str(e)) from None
-    return {"prompt": ids, "max_tokens": max_tokens, "temperature": float(temperature), "stream": stream,
-            "seed": seed}
+    return {"prompt": ids, "max_tokens": max_tokens, "sampling": sampling, "stream": stream, "seed": seed}
 
 
 def make_app(engine: Engine, tokenizer, model_name: str = "teacher"):
@@ -608,7 +602,7 @@ def make_app(engine: Engine, tokenizer, model_name: str = "teacher"):
                 self.set_status(400)
                 self.finish({"error": {"message": str(e), "type": "invalid_request_error", "code": 400}})
                 return
-            out = worker.submit(req["prompt"], req["max_tokens"], req["temperature"], req["seed"])
+            out = worker.submit(req["prompt"], req["max_tokens"], req["sampling"], req["seed"])
             rid, created = f"cmpl-{uuid.uuid4().hex[:12]}", int(time.time())
             text, streamed = [], False
             if req["stream"]:
