@@ -22,10 +22,10 @@ Epoch AI's database of notable AI models (public estimate of GPT-4's training co
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
+from .checks import ArgumentTypeError, is_number
 from .device import ACCELERATORS
 from .money import usd
 
@@ -38,8 +38,8 @@ DAYS_PER_YEAR = 365
 def _check(name: str, value, *, low: float = 0.0, low_open: bool = True, high: float = math.inf,
            high_open: bool = False, hint: str = "") -> float:
     """`value` as a float if it is a real number in the range; else TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not is_number(value):
+        raise ArgumentTypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     v = float(value)
     inside = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
     if not (math.isfinite(v) and inside):

@@ -15,6 +15,7 @@ import math
 from IPython.display import Markdown, display
 
 from . import money
+from .checks import is_number
 from .exercises import ExerciseError
 
 
@@ -33,7 +34,7 @@ def check(name: str, answer, expected, rel_tol: float = 1e-2, abs_tol: float = 0
     if answer is None or answer is ...:
         print(f"{name}: not attempted yet. Replace None with your answer and run the cell again.")
         return None
-    if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+    if is_number(expected):
         try:
             got = float(answer)
         except (TypeError, ValueError):

@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .checks import require_number
 from .data import Corpus, get_batch
 from .device import seed_everything
 from .generate import generate
@@ -62,20 +63,15 @@ class DistillConfig:
 
     def __post_init__(self):
         check_distill(self.temperature, self.alpha)
-        f, t = self.generated_fraction, self.generation_temperature
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f < 1.0:
-            raise ValueError(f"generated_fraction (share of rows written by the teacher) must be in [0, 1), got {f!r}")
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise ValueError(f"generation_temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
+        require_number("generated_fraction", self.generated_fraction, low=0, high=1, high_open=True,
+                       hint="share of rows written by the teacher")
+        require_number("generation_temperature", self.generation_temperature, low=0, hint="0 = greedy")
 
 
 def check_distill(temperature: float, alpha: float) -> None:
     """Raise ValueError naming the parameter when a distillation setting is out of range."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0 (try 1 to 4), got {temperature!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha (the weight of the teacher's soft targets) must be in [0, 1], got {alpha!r}")
+    require_number("temperature", temperature, low=0, low_open=True, hint="try 1 to 4")
+    require_number("alpha", alpha, low=0, high=1, hint="the weight of the teacher's soft targets")
 
 
 # The recipe both students share, by teacher preset: the same steps, batches, schedule and seed. Like the teacher's,

@@ -32,7 +32,6 @@ ledger lacks it, or holds another machine's figures).
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import tempfile
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import is_finite_number
 from .data import cache_dir
 from .device import (COURSE_PROBE_DTYPES, PROBE_LEDGER_KEYS, CourseProbe, bandwidth_buffer_bytes, course_probe,
                      device_name, last_level_cache_bytes, pick_device, supports_dtype)
@@ -85,7 +85,7 @@ def entries(path: Path | None = None) -> dict[str, dict]:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_finite_number(value)
 
 
 def _unique_name(path: Path, tag: str) -> Path:
@@ -121,7 +121,7 @@ def record(key: str, value: float, unit: str, *, lesson: str, what: str, path: P
     """Store one measurement (replacing an older one under the same key) and return its entry."""
     if not isinstance(key, str) or not key:
         raise ValueError("a ledger key must be a non-empty string")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise ValueError(f"ledger value for {key!r} must be a finite number, got {value!r}")
     path = path or ledger_path()
     data = entries(path)
