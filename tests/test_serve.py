@@ -11,7 +11,8 @@ import pytest
 from lifecycle.generate import generate
 from lifecycle.loadtest import LoadConfig, make_load, run_load, summarize
 from lifecycle.batching import LengthDist
-from lifecycle.serve import Server, StackConfig, StreamRequest, load_engine, simulate
+from lifecycle.engine import StackConfig, StreamRequest, load_engine, simulate
+from lifecycle.serve import Server
 
 SYSTEM = "be kind. "  # the test model's window is 32 tokens: a short shared prefix
 QUESTIONS = [("what?", 5), ("who is it?", 9), ("what?", 5), ("a", 1), ("hello there", 12), ("who is it?", 9),

@@ -28,7 +28,7 @@ import numpy as np
 
 from .batching import LengthDist, percentiles
 from .caching import SYSTEM_PROMPT, StreamConfig, query_ids, question_text
-from .serve import StreamRequest
+from .engine import StreamRequest
 
 
 @dataclass(frozen=True)

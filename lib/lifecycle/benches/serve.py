@@ -29,7 +29,7 @@ from ..costs import SEED, usd_per_million_tokens
 from ..device import pick_device
 from ..loadtest import LoadConfig, make_load
 from ..model import GPT, preset
-from ..serve import Engine, RunResult, StackConfig, simulate
+from ..engine import Engine, RunResult, StackConfig, simulate
 
 MAX_BATCH = 16
 NAIVE = StackConfig()
