@@ -37,14 +37,21 @@ def is_finite_number(x) -> bool:
     return is_number(x) and math.isfinite(x)
 
 
+def _num(x) -> str:
+    """A bound as people write it: 100,000 and 1,000,000 with separators, 0.5 and 1e-08 as they are."""
+    if is_int(x) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e15):
+        return f"{int(x):,}"
+    return f"{x:g}"
+
+
 def _range_text(low, high, low_open: bool, high_open: bool) -> str:
     """" >= 1", " in [0, 1)", " <= 8", or "" for no bound."""
     if low is not None and high is not None:
-        return f" in {'(' if low_open else '['}{low:,}, {high:,}{')' if high_open else ']'}"
+        return f" in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
     if low is not None:
-        return f" {'>' if low_open else '>='} {low:,}"
+        return f" {'>' if low_open else '>='} {_num(low)}"
     if high is not None:
-        return f" {'<' if high_open else '<='} {high:,}"
+        return f" {'<' if high_open else '<='} {_num(high)}"
     return ""
 
 
@@ -99,6 +106,23 @@ def require_number(name: str, value, low: float | None = None, high: float | Non
     if not math.isfinite(value) or not _in_range(value, low, high, low_open, high_open):
         _fail(ValueError, *args)
     return value
+
+
+def require_positive(name: str, value, *, hint: str = "") -> float:
+    """`value` as a float if it is a finite number > 0, else raise (require_number)."""
+    return float(require_number(name, value, low=0, low_open=True, hint=hint))
+
+
+def require_non_negative(name: str, value, *, hint: str = "") -> float:
+    """`value` as a float if it is a finite number >= 0, else raise (require_number)."""
+    return float(require_number(name, value, low=0, hint=hint))
+
+
+def require_fraction(name: str, value, *, zero_ok: bool = False, one_ok: bool = True) -> float:
+    """`value` as a float if it is a fraction in (0, 1] (zero_ok: [0, ...; one_ok=False: ..., 1)), else raise with
+    the reminder that a percentage is not a fraction."""
+    return float(require_number(name, value, low=0, high=1, low_open=not zero_ok, high_open=not one_ok,
+                                hint="a fraction, not a percentage: 35% is 0.35"))
 
 
 def require_bool(name: str, value, *, hint: str = "") -> bool:

@@ -23,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .checks import require_number
-from .costs import SEED, SERVED_MODELS, ServedModel, usd_per_million_tokens
+from .costs import SEED, usd_per_million_tokens
 from .device import ACCELERATORS
+from .pricing import SERVED_MODELS, ServedModel
 from .speculative import expected_speedup
 
 
