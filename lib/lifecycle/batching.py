@@ -83,7 +83,7 @@ def generate_batch(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens:
     """
     require_sampling(sampling)
     check_prompts(prompts, model.config.vocab_size)
-    limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    limits = [max_new_tokens] * len(prompts) if is_int(max_new_tokens) else list(max_new_tokens)
     if len(limits) != len(prompts) or any(not is_int(n) or n < 0 for n in limits):
         raise ValueError("max_new_tokens must be an integer >= 0 or one such integer per prompt")
     for p, n in zip(prompts, limits):
@@ -300,12 +300,10 @@ def _check_requests(requests: Sequence[Request], model: GPT) -> None:
         raise ValueError("request ids must be unique")
     V = model.config.vocab_size
     for r in requests:
-        if not isinstance(r.max_new_tokens, int) or r.max_new_tokens < 1:
-            raise ValueError(f"request {r.id}: max_new_tokens must be an integer >= 1, got {r.max_new_tokens!r}")
+        require_int(f"request {r.id}: max_new_tokens", r.max_new_tokens, low=1)
         if not r.prompt or not all(0 <= t < V for t in r.prompt):
             raise ValueError(f"request {r.id}: the prompt must be a non-empty sequence of token ids in [0, {V})")
-        if not (isinstance(r.arrival, (int, float)) and math.isfinite(r.arrival) and r.arrival >= 0):
-            raise ValueError(f"request {r.id}: arrival must be a finite time >= 0, got {r.arrival!r}")
+        require_number(f"request {r.id}: arrival", r.arrival, low=0, hint="seconds from the start")
         _check_fits(len(r.prompt), r.max_new_tokens, model.config.block_size, f"request {r.id}'s prompt")
 
 

@@ -60,7 +60,7 @@ class QuantConfig:
     def __post_init__(self):
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown quantization scheme {self.scheme!r}; choose one of {SCHEMES}")
-        if not isinstance(self.group_size, int) or self.group_size < 2 or self.group_size % 2:
+        if not is_int(self.group_size) or self.group_size < 2 or self.group_size % 2:
             raise ValueError(f"group_size must be an even integer >= 2 (e.g. 32, 64, 128), got {self.group_size!r}")
         if self.scale_dtype not in SCALE_DTYPES:
             raise ValueError(f"scale_dtype must be one of {sorted(SCALE_DTYPES)}, got {self.scale_dtype!r}")
