@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from .checks import require_number
 from .data import Corpus, get_batch
 from .device import seed_everything
-from .generate import generate
+from .generate import Sampling, generate
 from .model import GPT, GPTConfig, preset
 from .train import TrainConfig, TrainResult, batch_generator, batch_shape, train
 
@@ -169,8 +169,8 @@ def teacher_text(teacher: GPT, data: torch.Tensor, rows: int, temperature: float
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randint(len(data) - prompt_len, (rows,), generator=gen)
     prompts = data[starts[:, None] + torch.arange(prompt_len)].to(device)
-    written = generate(teacher, prompts, teacher.config.block_size, temperature=temperature,
-                       seed=seed if temperature > 0 else None)
+    rule = Sampling(temperature)
+    written = generate(teacher, prompts, teacher.config.block_size, sampling=rule, seed=None if rule.greedy else seed)
     return torch.cat([prompts, written], dim=1).cpu()
 
 

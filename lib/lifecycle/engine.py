@@ -38,6 +38,7 @@ Time: `Engine.step()` does one unit of work (naive: one token of the current req
 batching: admit newcomers, then one decode step for every live row). `simulate` drives the engine on a virtual
 clock exactly as `batching.serve` does (each step advances it by the step's measured time: min(wall, CPU) on a
 CPU). `lifecycle.serve` puts the same engine behind an HTTP endpoint (`python -m lifecycle.serve`).
+One concept, one file: the switches, the engine that composes them and the clock that drives it.
 References: Yu et al. 2022 "Orca" (OSDI); Kwon et al. 2023 "vLLM" (SOSP).
 """
 from __future__ import annotations

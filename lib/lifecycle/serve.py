@@ -126,7 +126,7 @@ def parse_completion_request(body: bytes, tokenizer, engine: Engine) -> dict:
     try:  # every check names the JSON field it refused
         require_int("'max_tokens'", max_tokens, low=1)
         sampling = Sampling(require_number("'temperature'", temperature, low=0, hint="0 = greedy"))
-        require_bool("'stream'", stream)
+        require_bool("'stream'", stream, hint="JSON true or false")
         require_int("'seed'", seed, optional=True, hint="null: a fresh draw each time")
         engine.check(ids, max_tokens, sampling)
     except ValueError as e:
