@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from lifecycle import caching as C
-from lifecycle.generate import generate, prefill
+from lifecycle.generate import Sampling, generate, prefill
 from lifecycle.model import GPT, KVCache, preset
 
 BASE = dict(model_id="m1", temperature=0.8, top_k=10, top_p=0.9, seed=3, stop="\n")
@@ -74,7 +74,7 @@ def test_serve_answers_repeats_from_the_cache_with_the_same_text(model, small_co
     assert [s.text for s in cached] == [s.text for s in plain]
     assert [s.hit for s in cached] == [False, False, True, True, True]
     # unseeded sampling goes to the model every time
-    C.serve_with_caches(model, tok, prompts, 6, responses=cache, temperature=1.0)
+    C.serve_with_caches(model, tok, prompts, 6, responses=cache, sampling=Sampling(1.0))
     assert cache.stats.bypassed == len(prompts)
 
 
@@ -190,7 +190,7 @@ def test_prefix_cached_generation_equals_plain_generation(model):
         assert cache.length == len(ids)
         assert torch.allclose(full, cached, atol=1e-5, rtol=0)
         assert torch.equal(generate(model, ids, 30), C.generate_with_prefix(prefixes, ids, 30))
-        sampled = dict(temperature=1.0, top_k=8, seed=5)
+        sampled = dict(sampling=Sampling(temperature=1.0, top_k=8), seed=5)
         assert torch.equal(generate(model, ids, 20, **sampled), C.generate_with_prefix(prefixes, ids, 20, **sampled))
     assert prefixes.stats.hits == 6 and prefixes.stats.tokens_reused == 6 * 20  # 2 lengths × 3 calls
     assert prefixes.stats.tokens_prefilled == 20 + 3 * (1 + 7)  # the prefix once, then only the remainders

@@ -85,14 +85,14 @@ def test_describe_uses_the_wording_the_consistency_test_reads():
 
 def test_recorded_probe_reads_lesson_00s_figures_back_without_probing_again(monkeypatch):
     p = _fake_probe()
-    device.record_probe(p, lesson="00_start_here")
+    results.record_probe(p, lesson="00_start_here")
     assert results.get("machine.matmul_flops") == 100e9 and results.get("machine.matmul_flops.bf16") == 300e9
 
     def boom(*a, **k):
         raise AssertionError("re-probed although the ledger holds the course probe")
 
-    monkeypatch.setattr(device, "course_probe", boom)
-    back = device.recorded_probe("cpu")
+    monkeypatch.setattr(results, "course_probe", boom)
+    back = results.recorded_probe("cpu")
     assert back.peaks == {k: v for k, v in p.peaks.items() if k in back.peaks}
     assert back.bandwidth == p.bandwidth and back.buffer_bytes == p.buffer_bytes
 
@@ -101,8 +101,8 @@ def test_recorded_probe_runs_the_same_probe_when_the_ledger_has_other_settings(m
     # an old-style entry (the quick probe's figures, no buffer size): not the course probe, so it is measured again
     results.record("machine.matmul_flops", 1.0, "FLOP/s", lesson="00_start_here", what="lifecycle.device.probe")
     results.record("machine.bandwidth", 1.0, "B/s", lesson="00_start_here", what="lifecycle.device.probe")
-    monkeypatch.setattr(device, "course_probe", lambda dev=None: _fake_probe())
-    back = device.recorded_probe("cpu", lesson="03_inference")
+    monkeypatch.setattr(results, "course_probe", lambda dev=None: _fake_probe())
+    back = results.recorded_probe("cpu", lesson="03_inference")
     assert back.matmul_flops == 100e9
     entry = results.entries()["machine.matmul_flops"]
     assert entry["value"] == 100e9 and entry["lesson"] == "03_inference"

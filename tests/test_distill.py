@@ -156,10 +156,9 @@ def test_students_differ_only_in_the_loss_and_the_teacher_text(small_corpus, mon
                      "loss_fn": kw.get("loss_fn"), "batch_fn": kw.get("batch_fn")})
         return "result"
 
-    monkeypatch.setattr(distill, "_teacher_for", lambda corpus, device: teacher)
     monkeypatch.setattr(distill, "train", fake_train)
     monkeypatch.setattr(distill, "student_config", lambda t: preset("test", vocab_size=vocab, n_layer=1))
-    models = [fn(small_corpus, torch.device("cpu"), progress=False)
+    models = [fn(teacher, small_corpus, torch.device("cpu"), progress=False)
               for fn in (distill.train_student, distill.train_student_real_text, distill.train_student_scratch)]
     assert all(r == "result" for _, r in models) and len({m.config for m, _ in models}) == 1
     first = seen[0]["init"]
@@ -258,15 +257,14 @@ def test_seed_runs_pair_the_variants_and_share_one_teacher_pool(small_corpus, mo
                      "loss_fn": kw.get("loss_fn"), "batch_fn": kw.get("batch_fn")})
         return "result"
 
-    monkeypatch.setattr(distill, "_teacher_for", lambda corpus, device: teacher)
     monkeypatch.setattr(distill, "train", fake_train)
     monkeypatch.setattr(distill, "teacher_text", counting_teacher_text)
     monkeypatch.setattr(distill, "student_config", lambda t: preset("test", vocab_size=vocab, n_layer=1))
     monkeypatch.setattr(distill, "_POOLS", {})
     monkeypatch.setitem(distill.GENERATED_ROWS, "cpu", 4)
-    distill.train_student(small_corpus, torch.device("cpu"), progress=False)
+    distill.train_student(teacher, small_corpus, torch.device("cpu"), progress=False)
     for name in ("student-seed1", "student-real-text-seed1", "student-scratch-seed1", "student-scratch-seed2"):
-        distill.train_seed_run(small_corpus, torch.device("cpu"), progress=False, run=name)
+        distill.train_seed_run(teacher, small_corpus, torch.device("cpu"), progress=False, run=name)
     main, s1, r1, x1, x2 = seen
     assert len(pools) == 1  # the seed runs reused the main student's teacher-written pool
     assert s1["cfg"] == r1["cfg"] == x1["cfg"] and s1["cfg"].seed == 1 and x2["cfg"].seed == 2
@@ -275,7 +273,7 @@ def test_seed_runs_pair_the_variants_and_share_one_teacher_pool(small_corpus, mo
     assert not torch.equal(x1["init"], x2["init"]) and not torch.equal(main["init"], s1["init"])
     assert callable(s1["batch_fn"]) and r1["batch_fn"] is None and x1["loss_fn"] is None
     with pytest.raises(KeyError, match="seed-study run"):
-        distill.train_seed_run(small_corpus, torch.device("cpu"), run="student-seed99")
+        distill.train_seed_run(teacher, small_corpus, torch.device("cpu"), run="student-seed99")
 
 
 def test_mean_interval_hand_cases():
@@ -285,3 +283,11 @@ def test_mean_interval_hand_cases():
     assert distill.mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
     with pytest.raises(ValueError, match="at least one"):
         distill.mean_interval([])
+
+
+def test_a_teacher_for_another_alphabet_is_refused(small_corpus):
+    """The trainers take the teacher as an argument; one that reads other characters than the corpus is refused."""
+    torch.manual_seed(0)
+    wrong = GPT(preset("test", vocab_size=small_corpus.tokenizer.vocab_size + 1)).eval()
+    with pytest.raises(ValueError, match="vocab_size"):
+        distill.train_student_scratch(wrong, small_corpus, torch.device("cpu"), progress=False)

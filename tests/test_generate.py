@@ -6,6 +6,8 @@ Hugging Face's GPT2LMHeadModel with the same weights, reproducible seeded sampli
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 
 from lifecycle.data import CharTokenizer
 from lifecycle.device import num_threads
-from lifecycle.generate import (check_sampling, context_start, decode_one_token, encode_prompt, generate,
+from lifecycle.generate import (GREEDY, Sampling, as_sampling, context_start, decode_one_token, encode_prompt, generate,
                                 generate_text, iter_steps, iter_tokens, logits_to_probs, prefill, sample,
                                 time_request)
 from lifecycle.model import GPT, KVCache, preset, to_hf_gpt2
@@ -207,7 +209,7 @@ def test_top_k_top_p_never_emit_a_token_outside_the_allowed_set(row, temperature
     allowed = _allowed(logits, temperature, k, top_p)
     torch.testing.assert_close(probs.sum(-1), torch.ones(64), atol=1e-5, rtol=0)
     assert not (probs[~allowed] > 0).any()  # no probability outside the allowed set
-    tokens = sample(logits, temperature, k, top_p, generator=torch.Generator().manual_seed(seed))
+    tokens = sample(logits, Sampling(temperature, k, top_p), generator=torch.Generator().manual_seed(seed))
     assert allowed.gather(-1, tokens[:, None]).all()
     assert probs[0, logits[0] == logits[0].max()].sum() > 0  # a most likely token always survives
 
@@ -306,8 +308,7 @@ def test_bad_prompts(model, tokenizer):
 
 
 def test_top_p_one_and_no_filters_accepted():
-    check_sampling(0.0, None, None)
-    check_sampling(1.0, 5, 1.0)
+    assert Sampling(0.0, None, None) == GREEDY and Sampling(1.0, 5, 1.0).top_p == 1.0
     assert generate(GPT(preset("test")).eval(), [1], 0).shape == (1, 0)  # zero new tokens: an empty result
 
 
@@ -334,3 +335,28 @@ def test_speculative_decoding_refuses_an_unbounded_max_new_tokens(model):
 
     with pytest.raises(ValueError, match="max_new_tokens must be an integer in"):
         speculative_generate(model, model, [1, 2], 10**9)
+
+
+def test_one_sampling_type_checked_when_made():
+    """Sampling is the one sampling-settings type: frozen, checked on construction, greedy at temperature 0; the
+    loose keywords build the same value, and giving both is an error."""
+    with pytest.raises(ValueError, match="temperature"):
+        Sampling(temperature=-1)
+    with pytest.raises(TypeError, match="top_k"):  # a bool is not an integer, whatever isinstance says
+        Sampling(1.0, top_k=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        GREEDY.temperature = 1.0
+    assert GREEDY.greedy and not Sampling(0.5).greedy
+    assert as_sampling(temperature=0.8, top_k=5) == Sampling(0.8, 5) and as_sampling() == GREEDY
+    with pytest.raises(ValueError, match="not both"):
+        as_sampling(Sampling(0.8), temperature=0.8)
+    with pytest.raises(TypeError, match="Sampling"):
+        as_sampling({"temperature": 0.8})
+    # canonical: filters cannot matter when greedy, and top_p=1 is no filter
+    assert Sampling(0.0, 5, 0.5).canonical() == GREEDY and Sampling(1, 3, 1.0).canonical() == Sampling(1.0, 3, None)
+
+
+def test_sampling_keyword_and_loose_keywords_give_the_same_tokens(model):
+    a = generate(model, [1, 2], 8, sampling=Sampling(1.0, top_k=5), seed=3)
+    b = generate(model, [1, 2], 8, temperature=1.0, top_k=5, seed=3)
+    assert torch.equal(a, b)

@@ -11,7 +11,8 @@ import pytest
 from lifecycle.generate import generate
 from lifecycle.loadtest import LoadConfig, make_load, run_load, summarize
 from lifecycle.measure.requests import LengthDist
-from lifecycle.serve import Server, StackConfig, StreamRequest, load_engine, simulate
+from lifecycle.engine import StackConfig, StreamRequest, load_engine, simulate
+from lifecycle.serve import Server
 
 SYSTEM = "be kind. "  # the test model's window is 32 tokens: a short shared prefix
 QUESTIONS = [("what?", 5), ("who is it?", 9), ("what?", 5), ("a", 1), ("hello there", 12), ("who is it?", 9),
@@ -163,7 +164,7 @@ def test_endpoint_answers_refuses_bad_requests_and_stops():
 
 
 def test_server_exits_when_its_parent_dies_without_stopping_it():
-    code = ("import sys, os; from lifecycle.serve import Server, StackConfig; "
+    code = ("import sys, os; from lifecycle.serve import Server; from lifecycle.engine import StackConfig; "
             "s = Server(StackConfig(), model='test').start(); print(s.process.pid, flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     pid = int(out.stdout.split()[0])

@@ -10,7 +10,7 @@ from the teacher alone, by Pearson's chi-square test. Seeds are fixed, so a run 
 import pytest
 import torch
 
-from lifecycle.serve import StackConfig, load_engine
+from lifecycle.engine import StackConfig, load_engine
 from test_speculative import chisquare_pvalue
 
 T, N, PROMPT = 0.8, 3000, "be kind. what?"

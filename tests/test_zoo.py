@@ -25,7 +25,7 @@ def fake_zoo(monkeypatch, small_corpus, isolated_cache):
     (isolated_cache / "models").unlink()
     (isolated_cache / "models").mkdir()
     calls.clear()
-    monkeypatch.setitem(zoo.TRAINERS, "teacher", f"{__name__}:fake_teacher")
+    monkeypatch.setitem(zoo.TRAINERS, "teacher", fake_teacher)
     monkeypatch.setattr(zoo, "corpus", lambda path=None: small_corpus)
     return zoo
 
@@ -106,7 +106,22 @@ def test_seed_study_runs_are_zoo_models_with_their_run_passed():
     from lifecycle import distill
 
     for name in distill.SEED_RUNS:
-        trainer = zoo._trainer(name)
-        assert isinstance(trainer, functools.partial) and trainer.keywords == {"run": name}
-        assert trainer.func is distill.train_seed_run
-    assert zoo._trainer("student") is distill.train_student
+        trainer = zoo.TRAINERS[name]
+        assert isinstance(trainer.train_fn, functools.partial) and trainer.train_fn.keywords == {"run": name}
+        assert trainer.train_fn.func is distill.train_seed_run
+    assert zoo.TRAINERS["student"].train_fn is distill.train_student
+
+
+def test_a_student_is_trained_with_the_zoos_teacher(fake_zoo):
+    """The zoo passes its cached teacher (on the same device) to the distill trainer: distill never fetches it."""
+    seen = []
+
+    def fake_student(teacher, corpus, device, progress, callback):
+        seen.append(teacher)
+        return fake_teacher(corpus, device, progress, callback)
+
+    teacher = fake_zoo.get("teacher", device="cpu", progress=False)
+    model, _ = fake_zoo.StudentTrainer(fake_student)(fake_zoo.corpus(), torch.device("cpu"), progress=False)
+    assert len(seen) == 1 and len(calls) == 2  # the teacher was loaded from the cache, not trained again
+    x = torch.randint(0, teacher.config.vocab_size, (1, 8))
+    assert torch.equal(seen[0](x)[0], teacher(x)[0])

@@ -33,7 +33,6 @@ with a ValueError (a server would truncate the prompt or cap the output; `genera
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -41,7 +40,8 @@ from typing import Callable, Sequence
 import torch
 
 from .device import synchronize
-from .generate import check_sampling, prefill, sample
+from .checks import is_int, require_int, require_number
+from .generate import GREEDY, Sampling, require_sampling, sample
 from .model import GPT, KVCache
 
 POLICIES = ("static", "continuous")
@@ -72,17 +72,18 @@ def prefill_padded(model: GPT, prompts: Sequence[Sequence[int]], cache: KVCache)
 
 @torch.inference_mode()
 def generate_batch(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
-                   stop_token: int | None = None, temperature: float = 0.0, top_k: int | None = None,
-                   top_p: float | None = None, generator: torch.Generator | None = None) -> list[list[int]]:
+                   stop_token: int | None = None, sampling: Sampling = GREEDY,
+                   generator: torch.Generator | None = None) -> list[list[int]]:
     """New tokens for every prompt, generated together as one padded batch (a static batch).
 
     Each row stops after its own max_new_tokens or just after emitting `stop_token`; the batch runs until the
-    last row stops. Greedy rows equal `generate(model, prompt, n)` for each prompt alone.
+    last row stops. Greedy rows equal `generate(model, prompt, n)` for each prompt alone; `sampling` draws with
+    `generator` otherwise.
     """
-    check_sampling(temperature, top_k, top_p)
+    require_sampling(sampling)
     check_prompts(prompts, model.config.vocab_size)
-    limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    if len(limits) != len(prompts) or any(not isinstance(n, int) or n < 0 for n in limits):
+    limits = [max_new_tokens] * len(prompts) if is_int(max_new_tokens) else list(max_new_tokens)
+    if len(limits) != len(prompts) or any(not is_int(n) or n < 0 for n in limits):
         raise ValueError("max_new_tokens must be an integer >= 0 or one such integer per prompt")
     for p, n in zip(prompts, limits):
         _check_fits(len(p), n, model.config.block_size, "a prompt")
@@ -94,7 +95,7 @@ def generate_batch(model: GPT, prompts: Sequence[Sequence[int]], max_new_tokens:
     out: list[list[int]] = [[] for _ in prompts]
     done = [n == 0 for n in limits]
     while not all(done):
-        token = sample(logits, temperature, top_k, top_p, generator)  # (B,)
+        token = sample(logits, sampling, generator)  # (B,)
         for b, t in enumerate(token.tolist()):
             if not done[b]:
                 out[b].append(t)
@@ -118,7 +119,7 @@ def check_prompts(prompts, vocab_size: int) -> None:
         ids = p.tolist() if isinstance(p, torch.Tensor) else p
         if isinstance(ids, (int, str, bytes)) or len(ids) == 0:
             raise ValueError(f"prompt {i} must be a non-empty list of token ids, got {p!r}")
-        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, numbers.Integral) or not 0 <= t < vocab_size]
+        bad = [t for t in ids if not is_int(t) or not 0 <= t < vocab_size]
         if bad:
             raise ValueError(f"prompt {i} holds {bad[:3]!r}: token ids must be integers in [0, {vocab_size - 1}]")
 
@@ -185,19 +186,16 @@ class ServeConfig:
     policy: str = "continuous"  # "static" or "continuous"
     max_wait: float = 0.0  # static only: seconds the oldest waiting request may wait for a fuller batch
     width: int | None = None  # columns of the shared KV timeline (default 2 × block_size)
-    temperature: float = 0.0  # 0 = greedy
-    seed: int = 0  # for sampling when temperature > 0
+    sampling: Sampling = GREEDY  # how each token is picked (greedy by default)
+    seed: int = 0  # for sampling when not greedy
 
     def __post_init__(self):
-        if not isinstance(self.slots, int) or isinstance(self.slots, bool) or self.slots < 1:
-            raise ValueError(f"slots must be a positive integer, got {self.slots!r}")
+        require_int("slots", self.slots, low=1, hint="rows the server holds at once")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
-        if not (isinstance(self.max_wait, (int, float)) and self.max_wait >= 0):
-            raise ValueError(f"max_wait must be a number of seconds >= 0, got {self.max_wait!r}")
-        if self.width is not None and (not isinstance(self.width, int) or self.width < 2):
-            raise ValueError(f"width must be an integer number of KV columns or None, got {self.width!r}")
-        check_sampling(self.temperature)
+        require_number("max_wait", self.max_wait, low=0, hint="seconds")
+        require_int("width", self.width, low=2, optional=True, hint="KV columns")
+        require_sampling(self.sampling)
 
 
 class SlotCache:
@@ -301,12 +299,10 @@ def _check_requests(requests: Sequence[Request], model: GPT) -> None:
         raise ValueError("request ids must be unique")
     V = model.config.vocab_size
     for r in requests:
-        if not isinstance(r.max_new_tokens, int) or r.max_new_tokens < 1:
-            raise ValueError(f"request {r.id}: max_new_tokens must be an integer >= 1, got {r.max_new_tokens!r}")
+        require_int(f"request {r.id}: max_new_tokens", r.max_new_tokens, low=1)
         if not r.prompt or not all(0 <= t < V for t in r.prompt):
             raise ValueError(f"request {r.id}: the prompt must be a non-empty sequence of token ids in [0, {V})")
-        if not (isinstance(r.arrival, (int, float)) and math.isfinite(r.arrival) and r.arrival >= 0):
-            raise ValueError(f"request {r.id}: arrival must be a finite time >= 0, got {r.arrival!r}")
+        require_number(f"request {r.id}: arrival", r.arrival, low=0, hint="seconds from the start")
         _check_fits(len(r.prompt), r.max_new_tokens, model.config.block_size, f"request {r.id}'s prompt")
 
 
@@ -322,7 +318,7 @@ def serve(model: GPT, requests: Sequence[Request], config: ServeConfig = ServeCo
     W = config.width or 2 * model.config.block_size
     if W <= model.config.block_size:
         raise ValueError(f"width must exceed block_size ({model.config.block_size}), got {W}")
-    generator = torch.Generator(device=device).manual_seed(config.seed) if config.temperature > 0 else None
+    generator = torch.Generator(device=device).manual_seed(config.seed) if not config.sampling.greedy else None
     queue = sorted(requests, key=lambda r: (r.arrival, r.id))
     records = {r.id: Record(r.id, float(r.arrival), len(r.prompt)) for r in requests}
     slots, live, waiting, steps = SlotCache(model, config.slots, W), [], [], []
@@ -391,7 +387,7 @@ def _admit(model, take: list[Request], records, slots: SlotCache, static: bool, 
     """Prefill the newcomers as one padded batch, sample each one's first token, copy their KV into free slots."""
     prompts = [r.prompt for r in take]
     tmp = KVCache.for_model(model, len(take), max_len=max(len(p) for p in prompts))
-    first = sample(prefill_padded(model, prompts, tmp), config.temperature, generator=generator).tolist()
+    first = sample(prefill_padded(model, prompts, tmp), config.sampling, generator).tolist()
     out = []
     for i, (r, tok) in enumerate(zip(take, first)):
         s = _Live(r, records[r.id], tok, len(r.prompt))
@@ -417,7 +413,7 @@ def _decode_step(model, slots: SlotCache, live: list[_Live], static: bool, confi
     logits, _ = model(tokens, cache=view, positions=positions,
                       key_mask=torch.ones(n, 1, dtype=torch.bool, device=device))
     slots.cache.length = view.length
-    new = sample(logits[:, -1], config.temperature, generator=generator).tolist()
+    new = sample(logits[:, -1], config.sampling, generator).tolist()
     ended = []
     for s, tok in zip(live, new):
         if not s.done:  # a finished row (static batches only) keeps its last token and position: wasted work

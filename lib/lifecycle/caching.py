@@ -25,7 +25,6 @@ PagedAttention" (vLLM), SOSP 2023, and L. Zheng et al., "SGLang" (RadixAttention
 from __future__ import annotations
 
 import hashlib
-import numbers
 import pickle
 import time
 import unicodedata
@@ -36,7 +35,9 @@ from typing import Callable, Hashable
 import torch
 
 from .device import synchronize
-from .generate import check_sampling, decode_one_token, generate, prefill, sample
+from .checks import is_int, require_int, require_number
+from .generate import GREEDY, Sampling, as_sampling, decode_one_token, generate, prefill, require_sampling, \
+    sample
 from .model import GPT, KVCache
 
 _MISSING = object()
@@ -53,31 +54,28 @@ def fingerprint(model: GPT) -> str:
     return h.hexdigest()[:16]
 
 
-def response_key(prompt: str, max_new_tokens: int, *, model_id: str = "", temperature: float = 0.0,
-                 top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 stop: str | list[str] | None = None) -> tuple | None:
+def response_key(prompt: str, max_new_tokens: int, *, model_id: str = "", sampling: Sampling | None = None,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None, stop: str | list[str] | None = None) -> tuple | None:
     """The canonical cache key of a request, or None when its answer must not be cached.
 
+    `sampling` (or the loose temperature / top_k / top_p keywords, which build one) says how tokens are picked.
     None means sampling (temperature > 0) without a seed: each call should give a fresh draw, and a cached one
     would hand every user the same "random" answer. Parameters that cannot change the output are dropped
     (at temperature 0 the sampler is an argmax) or canonicalized (top_p=1 is no filter; stop strings are a set).
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    if not _is_count(max_new_tokens, 0):
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    check_sampling(temperature, top_k, top_p)
-    if seed is not None and not _is_count(seed, low=-2**63):
-        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    require_int("max_new_tokens", max_new_tokens, low=0)
+    rule = as_sampling(sampling, temperature, top_k, top_p).canonical()
+    require_int("seed", seed, optional=True)
     stops = tuple(sorted(set([stop] if isinstance(stop, str) else (stop or []))))
-    if temperature == 0:
-        top_k = top_p = seed = None
+    if rule.greedy:
+        seed = None
     elif seed is None:
         return None
-    elif top_p == 1:
-        top_p = None
-    return ("response/v1", model_id, unicodedata.normalize("NFC", prompt), int(max_new_tokens), float(temperature),
-            top_k, None if top_p is None else float(top_p), None if seed is None else int(seed), stops)
+    return ("response/v1", model_id, unicodedata.normalize("NFC", prompt), int(max_new_tokens), rule.temperature,
+            rule.top_k, rule.top_p, None if seed is None else int(seed), stops)
 
 
 def _nbytes(x) -> int:
@@ -118,13 +116,11 @@ class CacheStats:
 
 
 def _is_count(value, low: int = 1) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+    return is_int(value) and value >= low
 
 
 def _check_capacity(name: str, value) -> None:
-    if value is not None and not _is_count(value):
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r} "
-                         "(to serve without a cache, do not create one)")
+    require_int(name, value, low=1, optional=True, fix="to serve without a cache, do not create one")
 
 
 class ResponseCache:
@@ -141,8 +137,7 @@ class ResponseCache:
         _check_capacity("max_bytes", max_bytes)
         if capacity is None and max_bytes is None:
             raise ValueError("give capacity (entries) or max_bytes (bytes), or both: an unbounded cache grows forever")
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0):
-            raise ValueError(f"ttl must be a number of seconds > 0, or None for no expiry, got {ttl!r}")
+        require_number("ttl", ttl, low=0, low_open=True, optional=True, hint="seconds; None: no expiry")
         self.capacity, self.max_bytes, self.ttl, self.clock, self.sizeof = capacity, max_bytes, ttl, clock, sizeof
         self._data: OrderedDict = OrderedDict()  # key -> (value, size), least recently used first
         self._written: OrderedDict = OrderedDict()  # key -> time written, oldest first (the expiry order)
@@ -340,9 +335,8 @@ class PrefixCache:
 
 
 @torch.inference_mode()
-def generate_with_prefix(prefixes: PrefixCache, ids, max_new_tokens: int, *, temperature: float = 0.0,
-                         top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+def generate_with_prefix(prefixes: PrefixCache, ids, max_new_tokens: int, *, sampling: Sampling = GREEDY,
+                         seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """The new tokens (1, max_new_tokens) after `ids`, prefilling through the prefix cache.
 
     Token for token what `lifecycle.generate.generate` gives when prompt + output fit the context window (the only
@@ -350,21 +344,20 @@ def generate_with_prefix(prefixes: PrefixCache, ids, max_new_tokens: int, *, tem
     """
     model = prefixes.model
     n = len(ids)
-    if not _is_count(max_new_tokens, 0):
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    require_int("max_new_tokens", max_new_tokens, low=0)
     if n + max_new_tokens > model.config.block_size:
         raise ValueError(f"{n} prompt + {max_new_tokens} new tokens exceed the {model.config.block_size}-token window; "
                          "ask for fewer tokens or use lifecycle.generate.generate, which slides the window")
-    check_sampling(temperature, top_k, top_p)
+    require_sampling(sampling)
     if generator is not None and seed is not None:
         raise ValueError("give either seed or generator, not both")
     device = next(model.parameters()).device
-    if temperature > 0 and generator is None and seed is not None:
+    if not sampling.greedy and generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     logits, cache = prefixes.prefill(ids)
     out = torch.empty(1, max_new_tokens, dtype=torch.long, device=device)
     for i in range(max_new_tokens):
-        out[:, i] = token = sample(logits, temperature, top_k, top_p, generator)
+        out[:, i] = token = sample(logits, sampling, generator)
         if i + 1 < max_new_tokens:
             logits = decode_one_token(model, token, cache)
     return out
@@ -381,27 +374,29 @@ class Served:
     tokens_prefilled: int  # prompt tokens run through the model
 
 
-def serve_with_caches(model: GPT, tokenizer, prompts: list[str], max_new_tokens: int, *, responses: ResponseCache | None = None,
-          prefixes: PrefixCache | None = None, model_id: str = "", **sampling) -> list[Served]:
+def serve_with_caches(model: GPT, tokenizer, prompts: list[str], max_new_tokens: int, *,
+                      responses: ResponseCache | None = None, prefixes: PrefixCache | None = None, model_id: str = "",
+                      sampling: Sampling = GREEDY, seed: int | None = None) -> list[Served]:
     """Answer each prompt in turn: from the response cache if it holds the answer, else by generating (through
-    the prefix cache when one is given). `sampling`: temperature, top_k, top_p, seed, as for generate()."""
+    the prefix cache when one is given), picking tokens by `sampling` (seeded with `seed` when it samples)."""
+    require_sampling(sampling)
     device = next(model.parameters()).device
     served = []
     for prompt in prompts:
         synchronize(device)
         t0 = time.perf_counter()
-        key = response_key(prompt, max_new_tokens, model_id=model_id, **sampling) if responses is not None else None
+        key = response_key(prompt, max_new_tokens, model_id=model_id, sampling=sampling, seed=seed) if responses is not None else None
         cached = responses.get(key, _MISSING) if responses is not None else _MISSING
         reused = prefilled = 0
         if cached is _MISSING:
             ids = tokenizer.encode(unicodedata.normalize("NFC", prompt))
             if prefixes is not None:
                 before = (prefixes.stats.tokens_reused, prefixes.stats.tokens_prefilled)
-                tokens = generate_with_prefix(prefixes, ids, max_new_tokens, **sampling)
+                tokens = generate_with_prefix(prefixes, ids, max_new_tokens, sampling=sampling, seed=seed)
                 reused = prefixes.stats.tokens_reused - before[0]
                 prefilled = prefixes.stats.tokens_prefilled - before[1]
             else:
-                tokens = generate(model, ids, max_new_tokens, **sampling)
+                tokens = generate(model, ids, max_new_tokens, sampling=sampling, seed=seed)
                 prefilled = len(ids)
             text = tokenizer.decode(tokens[0])
             if responses is not None:

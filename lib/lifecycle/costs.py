@@ -10,6 +10,8 @@ Pure functions in four layers; none of them draws, prints or reads files.
 - the seed   its figures and our stated assumptions (`SEED`), its comparison table rebuilt from the functions
              above (`seed_table`), and what the learner's measured optimizations are worth (`optimization_rows`).
              `python -m lifecycle.costs` prints the reproduction.
+What one request needs in memory and how a price per token splits into training and serving are in
+`lifecycle.pricing`, built on these functions.
 
 Every input is checked: a wrong type raises TypeError, a NaN, infinite, negative or out-of-range value raises
 ValueError; both name the parameter and the range it must lie in.
@@ -22,10 +24,10 @@ Epoch AI's database of notable AI models (public estimate of GPT-4's training co
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
+from .checks import require_fraction, require_non_negative, require_number, require_positive
 from .device import ACCELERATORS
 from .money import usd
 
@@ -33,20 +35,13 @@ SECONDS_PER_DAY = 86_400
 DAYS_PER_YEAR = 365
 
 
-# ---- validation: one helper, so every function fails the same way ----
+# ---- validation: the library's checks (lifecycle.checks), and two that only a cost model needs ----
 
 def _check(name: str, value, *, low: float = 0.0, low_open: bool = True, high: float = math.inf,
            high_open: bool = False, hint: str = "") -> float:
-    """`value` as a float if it is a real number in the range; else TypeError/ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    inside = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not (math.isfinite(v) and inside):
-        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
-        extra = f" ({hint})" if hint and math.isfinite(v) else ""
-        raise ValueError(f"{name} must be a finite number in {lo}, {hi}, got {value!r}{extra}")
-    return v
+    """`value` as a float if it is a finite real number in the range; else TypeError/ValueError naming `name`."""
+    return float(require_number(name, value, low=low, high=None if high == math.inf else high, low_open=low_open,
+                                high_open=high_open, hint=hint))
 
 
 def _finite(name: str, value: float) -> float:
@@ -58,22 +53,9 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
-def _positive(name: str, value, **kw) -> float:
-    return _check(name, value, **kw)
-
-
-def _non_negative(name: str, value) -> float:
-    return _check(name, value, low_open=False)
-
-
 def _rate(name: str, value, example: str) -> float:
     """A per-second rate in base units; anything under 1e6 is almost surely in tera- or giga- units."""
     return _check(name, value, low=1e6, low_open=False, hint=f"give it in base units, e.g. {example}")
-
-
-def _fraction(name: str, value, *, zero_ok: bool = False, one_ok: bool = True) -> float:
-    return _check(name, value, low_open=not zero_ok, high=1.0, high_open=not one_ok,
-                  hint="a fraction, not a percentage: 35% is 0.35")
 
 
 def peak_of(accelerator: str) -> float:
@@ -91,40 +73,40 @@ def training_flops(n_params, n_tokens, *, n_layer=0, context=0, d_model=0) -> fl
 
     6 = 2 (a multiply-add per weight per token, forward) × 3 (backward costs twice the forward).
     """
-    n, d = _positive("n_params", n_params), _positive("n_tokens", n_tokens)
-    attention = (_non_negative("n_layer", n_layer) * _non_negative("context", context)
-                 * _non_negative("d_model", d_model))
+    n, d = require_positive("n_params", n_params), require_positive("n_tokens", n_tokens)
+    attention = (require_non_negative("n_layer", n_layer) * require_non_negative("context", context)
+                 * require_non_negative("d_model", d_model))
     return _finite("training FLOPs", 6 * n * d + 12 * attention * d)
 
 
 def fleet_flops(n_gpus, days, peak_flops, mfu) -> float:
     """FLOPs a fleet delivers: GPUs × seconds × peak FLOP/s × model FLOPs utilization."""
-    return _finite("fleet FLOPs", _positive("n_gpus", n_gpus) * _positive("days", days) * SECONDS_PER_DAY
-                   * _rate("peak_flops", peak_flops, "312e12 FLOP/s for an A100") * _fraction("mfu", mfu))
+    return _finite("fleet FLOPs", require_positive("n_gpus", n_gpus) * require_positive("days", days) * SECONDS_PER_DAY
+                   * _rate("peak_flops", peak_flops, "312e12 FLOP/s for an A100") * require_fraction("mfu", mfu))
 
 
 def gpu_hours(flops, peak_flops, mfu) -> float:
     """GPU-hours needed for `flops` when each GPU sustains peak × MFU."""
     peak = _rate("peak_flops", peak_flops, "312e12 FLOP/s for an A100")
-    return _finite("GPU-hours", _positive("flops", flops) / (peak * _fraction("mfu", mfu)) / 3600)
+    return _finite("GPU-hours", require_positive("flops", flops) / (peak * require_fraction("mfu", mfu)) / 3600)
 
 
 def training_days(flops, n_gpus, peak_flops, mfu) -> float:
     """Wall-clock days for `flops` on `n_gpus` GPUs (perfect scaling assumed: MFU absorbs the losses)."""
-    return gpu_hours(flops, peak_flops, mfu) / 24 / _positive("n_gpus", n_gpus)
+    return gpu_hours(flops, peak_flops, mfu) / 24 / require_positive("n_gpus", n_gpus)
 
 
 def training_cost(gpu_hours, usd_per_gpu_hour) -> float:
     """Dollars for `gpu_hours` at a rental (or amortized ownership) price per GPU-hour."""
-    return _finite("training cost", _positive("gpu_hours", gpu_hours) * _positive("usd_per_gpu_hour", usd_per_gpu_hour))
+    return _finite("training cost", require_positive("gpu_hours", gpu_hours) * require_positive("usd_per_gpu_hour", usd_per_gpu_hour))
 
 
 def fleet_summary(n_gpus, days, peak_flops, mfu, usd_per_gpu_hour, published_flops=2e25) -> dict[str, float]:
     """What a training fleet delivers and costs; the pure function behind `widgets.fleet_dashboard`."""
     flops = fleet_flops(n_gpus, days, peak_flops, mfu)
-    hours = _positive("n_gpus", n_gpus) * _positive("days", days) * 24
+    hours = require_positive("n_gpus", n_gpus) * require_positive("days", days) * 24
     return {"flops": flops, "gpu_hours": hours, "usd": training_cost(hours, usd_per_gpu_hour),
-            "vs_published": flops / _positive("published_flops", published_flops),
+            "vs_published": flops / require_positive("published_flops", published_flops),
             "days_for_published": training_days(published_flops, n_gpus, peak_flops, mfu)}
 
 
@@ -132,56 +114,56 @@ def fleet_summary(n_gpus, days, peak_flops, mfu, usd_per_gpu_hour, published_flo
 
 def inference_flops_per_token(n_params) -> float:
     """Forward FLOPs per generated token: one multiply-add (2 FLOPs) per weight (attention left out)."""
-    return 2 * _positive("n_params", n_params)
+    return 2 * require_positive("n_params", n_params)
 
 
 def tokens_per_s_from_flops(n_params, flops_per_s, utilization) -> float:
     """Tokens/s a device sustains if compute bound at `utilization` of `flops_per_s` (large batches)."""
     rate = _rate("flops_per_s", flops_per_s, "312e12 FLOP/s for an A100")
-    return rate * _fraction("utilization", utilization) / inference_flops_per_token(n_params)
+    return rate * require_fraction("utilization", utilization) / inference_flops_per_token(n_params)
 
 
 def decode_seconds_per_token(weight_bytes, bandwidth, n_gpus=1) -> float:
     """Lower bound on one decode step at batch 1: every weight byte is read once, spread over `n_gpus` GPUs."""
     bw = _rate("bandwidth", bandwidth, "2.039e12 bytes/s for an A100")
-    return _positive("weight_bytes", weight_bytes) / (bw * _positive("n_gpus", n_gpus))
+    return require_positive("weight_bytes", weight_bytes) / (bw * require_positive("n_gpus", n_gpus))
 
 
 def gpus_to_hold(n_params, bytes_per_param, memory_bytes, usable=0.8) -> int:
     """GPUs needed to hold the weights, leaving 1 - `usable` of each GPU's memory for the KV cache."""
-    need = _positive("n_params", n_params) * _positive("bytes_per_param", bytes_per_param)
+    need = require_positive("n_params", n_params) * require_positive("bytes_per_param", bytes_per_param)
     memory = _check("memory_bytes", memory_bytes, low=1e6, low_open=False, hint="give bytes, e.g. 80e9 for 80 GB")
-    return math.ceil(need / (memory * _fraction("usable", usable)))
+    return math.ceil(need / (memory * require_fraction("usable", usable)))
 
 
 def usd_per_million_tokens(usd_per_hour, tokens_per_s) -> float:
     """Hardware price per million tokens: what an hour costs ÷ how many million tokens it produces."""
     return _finite("usd per million tokens",
-                   _positive("usd_per_hour", usd_per_hour) / (_positive("tokens_per_s", tokens_per_s) * 3600 / 1e6))
+                   require_positive("usd_per_hour", usd_per_hour) / (require_positive("tokens_per_s", tokens_per_s) * 3600 / 1e6))
 
 
 def cost_per_query(tokens_per_query, usd_per_million_tokens) -> float:
     """Dollars per query at a per-token price (API style: every token is a unit of inference compute)."""
-    price = _positive("usd_per_million_tokens", usd_per_million_tokens)
-    return _finite("cost per query", _positive("tokens_per_query", tokens_per_query) * price / 1e6)
+    price = require_positive("usd_per_million_tokens", usd_per_million_tokens)
+    return _finite("cost per query", require_positive("tokens_per_query", tokens_per_query) * price / 1e6)
 
 
 def daily_inference_cost(queries_per_day, usd_per_query) -> float:
     """Dollars per day: queries/day × $ per query."""
     return _finite("daily inference cost",
-                   _non_negative("queries_per_day", queries_per_day) * _non_negative("usd_per_query", usd_per_query))
+                   require_non_negative("queries_per_day", queries_per_day) * require_non_negative("usd_per_query", usd_per_query))
 
 
 def yearly(per_day, days_per_year=DAYS_PER_YEAR) -> float:
     """A daily figure over a year (365 days unless told)."""
-    return _finite("yearly figure", _non_negative("per_day", per_day) * _positive("days_per_year", days_per_year))
+    return _finite("yearly figure", require_non_negative("per_day", per_day) * require_positive("days_per_year", days_per_year))
 
 
 # ---- the lifecycle: training runs + every day's inference ----
 
 def training_runs(lifetime_days, retrain_every_days=0.0) -> int:
     """The first run plus one retraining every `retrain_every_days` (0 = never) that starts within the lifetime."""
-    life, every = _positive("lifetime_days", lifetime_days), _non_negative("retrain_every_days", retrain_every_days)
+    life, every = require_positive("lifetime_days", lifetime_days), require_non_negative("retrain_every_days", retrain_every_days)
     return 1 if every == 0 else math.ceil(life / every)  # retrains at every, 2·every, ... strictly before the end
 
 
@@ -194,8 +176,8 @@ def break_even_day(training_usd, daily_usd, retrain_every_days=0.0, lifetime_day
     never happens (`training_runs`), so that scenario is the one without retraining and gets its answer: the day
     may then lie beyond the lifetime (inference would pass training if the model were served that long).
     """
-    t, c = _positive("training_usd", training_usd), _non_negative("daily_usd", daily_usd)
-    every = _non_negative("retrain_every_days", retrain_every_days)
+    t, c = require_positive("training_usd", training_usd), require_non_negative("daily_usd", daily_usd)
+    every = require_non_negative("retrain_every_days", retrain_every_days)
     if lifetime_days is not None and training_runs(lifetime_days, every) == 1:
         every = 0.0  # the same single run as "never retrained": the same answer
     if c == 0:
@@ -210,13 +192,13 @@ def break_even_text(day: float, lifetime_days: float | None = None) -> str:
     Day n is the n-th day of service, so a break-even 0.3 days in is "within the first day" and 5,999.2 days in
     is "day 6,000". With `lifetime_days`, a day after the lifetime says so.
     """
-    d = _non_negative("break_even_day", day) if not math.isinf(day) else day
+    d = require_non_negative("break_even_day", day) if not math.isinf(day) else day
     if math.isinf(d):
         return "never"
     if d < 1:
         return "within the first day"
     n = math.ceil(d)
-    if lifetime_days is not None and d > _positive("lifetime_days", lifetime_days):
+    if lifetime_days is not None and d > require_positive("lifetime_days", lifetime_days):
         return f"day {n:,} (after the {lifetime_days:,.0f}-day lifetime)"
     return f"day {n:,}"
 
@@ -235,14 +217,14 @@ class Scenario:
     cache_hit_rate: float = 0.0  # share of queries answered from a response cache at ~zero cost
 
     def __post_init__(self):
-        _non_negative("queries_per_day", self.queries_per_day)
-        _positive("tokens_per_query", self.tokens_per_query)
-        _positive("usd_per_million_tokens", self.usd_per_million_tokens)
-        _positive("training_usd", self.training_usd)
-        _positive("lifetime_days", self.lifetime_days)
-        _non_negative("retrain_every_days", self.retrain_every_days)
-        _positive("speedup", self.speedup, hint="a ratio, e.g. 2.0 for twice as fast")
-        _fraction("cache_hit_rate", self.cache_hit_rate, zero_ok=True)
+        require_non_negative("queries_per_day", self.queries_per_day)
+        require_positive("tokens_per_query", self.tokens_per_query)
+        require_positive("usd_per_million_tokens", self.usd_per_million_tokens)
+        require_positive("training_usd", self.training_usd)
+        require_positive("lifetime_days", self.lifetime_days)
+        require_non_negative("retrain_every_days", self.retrain_every_days)
+        require_positive("speedup", self.speedup, hint="a ratio, e.g. 2.0 for twice as fast")
+        require_fraction("cache_hit_rate", self.cache_hit_rate, zero_ok=True)
 
     @property
     def usd_per_query(self) -> float:
@@ -274,7 +256,7 @@ class Scenario:
 
     def queries_for_training_share(self, share) -> float:
         """Queries/day at which training is `share` of the lifetime bill (other settings unchanged)."""
-        s = _fraction("share", share, one_ok=False)
+        s = require_fraction("share", share, one_ok=False)
         train = self.training_usd * training_runs(self.lifetime_days, self.retrain_every_days)
         if self.usd_per_query == 0:  # every query a cache hit: inference costs nothing, training is all of it
             return math.inf
@@ -372,112 +354,6 @@ def seed_table(seed: SeedFigures = SEED) -> list[dict]:
     ]
 
 
-# ---- serving memory: what one request needs, and how a price per token splits ----
-
-def kv_cache_bytes(n_layer, n_kv_heads, head_dim, context, bytes_per_value=2.0, batch=1) -> float:
-    """Bytes of the KV cache: keys and values (2) × layers × KV heads × head dim × tokens × bytes × requests."""
-    layers, heads = _positive("n_layer", n_layer), _positive("n_kv_heads", n_kv_heads)
-    dim, tokens = _positive("head_dim", head_dim), _positive("context", context)
-    return 2 * layers * heads * dim * tokens * _positive("bytes_per_value", bytes_per_value) * _positive("batch", batch)
-
-
-def gpus_per_request(weight_bytes, kv_bytes, memory_bytes) -> int:
-    """Whole GPUs a request runs on: the smallest replica whose memory holds the weights plus this request's KV cache.
-
-    Activations and the runtime's own memory are left out (a few percent at batch 1), so this is a lower bound.
-    """
-    need = _positive("weight_bytes", weight_bytes) + _non_negative("kv_bytes", kv_bytes)
-    memory = _check("memory_bytes", memory_bytes, low=1e6, low_open=False, hint="give bytes, e.g. 80e9 for 80 GB")
-    return max(1, math.ceil(need / memory))
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """A published model's serving shape: parameter count and what sizes its KV cache, with the source."""
-
-    name: str
-    n_params: float
-    n_layer: int
-    n_embd: int  # the width d of the residual stream (attention costs 4·L·T·d FLOPs per token at context T)
-    n_kv_heads: int  # fewer than the query heads with grouped-query attention (GQA)
-    head_dim: int
-    context: int  # tokens of one request the memory check uses: the model's context window
-    source: str
-
-    def weight_bytes(self, bytes_per_param=2.0) -> float:
-        return _positive("n_params", self.n_params) * _positive("bytes_per_param", bytes_per_param)
-
-    def kv_bytes(self, context=None, bytes_per_value=2.0) -> float:
-        return kv_cache_bytes(self.n_layer, self.n_kv_heads, self.head_dim, context or self.context, bytes_per_value)
-
-
-# The served sizes lesson 09 prices (SEED.served_params and its 70B example), with published architectures.
-SERVED_MODELS: dict[str, ServedModel] = {m.name: m for m in (
-    ServedModel("Llama-2-7B", 6.7e9, 32, 4096, 32, 128, 4096,
-                "Touvron et al. 2023, Llama 2, Table 1 and model card: 32 layers, width 4,096, 32 heads of 128, 4k context"),
-    ServedModel("Llama-2-70B", 69e9, 80, 8192, 8, 128, 4096,
-                "Touvron et al. 2023, Llama 2, Table 1 and model card: 80 layers, width 8,192, GQA with 8 KV heads of 128, 4k context"),
-    ServedModel("GPT-3-175B", 175e9, 96, 12288, 96, 128, 2048,
-                "Brown et al. 2020, Table 2.1: 96 layers, width 12,288, 96 heads of 128, 2,048-token context"),
-)}
-
-
-def lifetime_tokens(queries_per_day, tokens_per_query, lifetime_days) -> float:
-    """Tokens a deployment serves over its life: queries/day × tokens/query × days."""
-    return (_non_negative("queries_per_day", queries_per_day) * _positive("tokens_per_query", tokens_per_query)
-            * _positive("lifetime_days", lifetime_days))
-
-
-def training_usd_per_token(training_usd, tokens_served, runs=1) -> float:
-    """The training bill amortized over every token the model serves: runs × run cost ÷ tokens served."""
-    return _positive("training_usd", training_usd) * _positive("runs", runs) / _positive(
-        "tokens_served", tokens_served, hint="a model that serves no tokens has no price per token")
-
-
-def serving_usd_per_token(ms_per_token, usd_per_hour, batch=1) -> float:
-    """Serving compute per token: one decode step of `ms_per_token` on hardware rented at `usd_per_hour`,
-    shared by the `batch` requests that advance in that step."""
-    hours = _positive("ms_per_token", ms_per_token) / 3.6e6
-    return hours * _positive("usd_per_hour", usd_per_hour) / _positive("batch", batch)
-
-
-def decode_ms_per_token(n_params, bytes_per_param, n_gpus, accelerator, batch=1, utilization=0.5) -> float:
-    """One decode step on a replica of `n_gpus` GPUs from the accelerator table, the slower of its two limits:
-    reading every weight once (memory) and 2·N FLOPs per token for each of `batch` requests at `utilization`."""
-    if accelerator not in ACCELERATORS:
-        raise ValueError(f"accelerator must be one of {sorted(ACCELERATORS)}, got {accelerator!r}")
-    a = ACCELERATORS[accelerator]
-    memory_s = decode_seconds_per_token(n_params * _positive("bytes_per_param", bytes_per_param), a.bandwidth, n_gpus)
-    compute_s = (_positive("batch", batch) * inference_flops_per_token(n_params)
-                 / (peak_of(accelerator) * n_gpus * _fraction("utilization", utilization)))
-    return 1e3 * max(memory_s, compute_s)
-
-
-def price_per_token(training_usd, ms_per_token, usd_per_hour, queries_per_day, tokens_per_query, lifetime_days,
-                    batch=1, runs=1) -> dict[str, float]:
-    """A provider's cost per token, split into amortized training and serving compute (every token priced as a
-    decode step: prompt tokens, processed together in the prefill, cost less, so serving is an upper bound)."""
-    tokens = lifetime_tokens(queries_per_day, tokens_per_query, lifetime_days)
-    train = training_usd_per_token(training_usd, tokens, runs)
-    serve = serving_usd_per_token(ms_per_token, usd_per_hour, batch)
-    total = train + serve
-    return {"tokens_served": tokens, "training_per_token": train, "serving_per_token": serve,
-            "price_per_token": total, "usd_per_million_tokens": total * 1e6, "usd_per_query": total * tokens_per_query,
-            "training_share": train / total, "serving_share": serve / total}
-
-
-def volume_to_cover(usd_per_token, training_usd, serving_per_token, tokens_per_query, lifetime_days, runs=1) -> float:
-    """Queries/day at which a price per token pays for serving plus the amortized training (inf if it never does).
-
-    price ≥ runs·T ÷ (q·k·L) + serving  <=>  q ≥ runs·T ÷ ((price − serving)·k·L).
-    """
-    margin = _positive("usd_per_token", usd_per_token) - _non_negative("serving_per_token", serving_per_token)
-    if margin <= 0:
-        return math.inf  # every token already costs more to serve than it earns
-    return (_positive("training_usd", training_usd) * _positive("runs", runs)
-            / (margin * _positive("tokens_per_query", tokens_per_query) * _positive("lifetime_days", lifetime_days)))
-
-
 # ---- what the learner's optimizations are worth ----
 
 @dataclass(frozen=True)
@@ -494,8 +370,8 @@ class Optimization:
     def multiplier(self, value) -> float:
         """What this optimization multiplies the cost per query by."""
         if self.kind == "hit_rate":
-            return 1 - _fraction(self.key, value, zero_ok=True)
-        return 1 / _positive(self.key, value)
+            return 1 - require_fraction(self.key, value, zero_ok=True)
+        return 1 / require_positive(self.key, value)
 
 
 OPTIMIZATIONS: tuple[Optimization, ...] = (
@@ -532,9 +408,9 @@ def combine(values: Mapping[str, float], enabled=None) -> dict[str, float]:
             raise ValueError(f"enabled must name optimizations among {list(by_name)}, got {name!r}")
         o = by_name[name]
         if o.kind == "hit_rate":
-            hit = _fraction(o.key, values[name], zero_ok=True)
+            hit = require_fraction(o.key, values[name], zero_ok=True)
         else:
-            speedup *= _positive(o.key, values[name])
+            speedup *= require_positive(o.key, values[name])
     return {"speedup": speedup, "cache_hit_rate": hit}
 
 
@@ -558,7 +434,7 @@ def optimization_rows(entries: Mapping[str, Mapping], queries_per_day=1e6, usd_p
                  "$ saved per year": base * (1 - m)})
     stack = entries.get(STACK_KEY)
     if stack is not None:  # lesson 10 ran every exact technique in one server on one stream: no product needed
-        m = 1 / _positive(STACK_KEY, float(stack["value"]))
+        m = 1 / require_positive(STACK_KEY, float(stack["value"]))
         rows.append({"technique": "all of them (measured together)", "ledger key": STACK_KEY,
                      "value": float(stack["value"]),
                      "source": f"measured in 10_serve_millions ({stack.get('machine', 'this machine')}): one server, "

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .checks import is_int
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = REPO_ROOT / "datasets" / "shakespeare.json"
 
@@ -171,7 +173,7 @@ class CharTokenizer:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         ids = list(ids)
-        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size]
+        bad = [i for i in ids if not is_int(i) or not 0 <= i < self.vocab_size]
         if bad:  # a negative id would silently index from the end of the vocabulary
             raise ValueError(f"token ids {bad[:5]!r} are not in the vocabulary: ids must be integers in "
                              f"[0, {self.vocab_size - 1}] (vocab_size={self.vocab_size})")

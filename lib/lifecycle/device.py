@@ -3,8 +3,9 @@
 The probe measures this machine's two roofline numbers, the rate of a large matrix multiply (FLOP/s) and
 the rate of a large memory copy (bytes/s). `course_probe` is the course's one measurement of them: the matmul peak
 in every dtype the course trains or serves in, and the bandwidth of a copy several times larger than the last-level
-cache. Lesson 00 records it in the results ledger (`record_probe`); later lessons read it back (`recorded_probe`),
-which runs the same probe only where the ledger lacks it, so every lesson uses the same figures.
+cache. Lesson 00 records it in the results ledger (`lifecycle.results.record_probe`); later lessons read it back
+(`lifecycle.results.recorded_probe`), which runs the same probe only where the ledger lacks it, so every lesson uses
+the same figures. This module does not import the ledger (the ledger imports it).
 Lessons 01 (MFU), 03 (where decode sits on the roofline) and 09
 (cost per token) compare against them. `ACCELERATORS` lists datacenter and Colab GPUs with their published
 peaks, each with its source, so the same arithmetic can be done for hardware the learner does not have.
@@ -366,46 +367,6 @@ def course_probe(device: torch.device | str | None = None) -> CourseProbe:
     bandwidth = 2 * buffer / seconds
     del src, dst
     return CourseProbe(str(device), device_name(device), peaks, bandwidth, buffer,
-                       last_level_cache_bytes(device), torch.get_num_threads())
-
-
-def record_probe(p: CourseProbe, lesson: str) -> None:
-    """Write `p` into the results ledger: one key per dtype's peak, the bandwidth and the buffer size."""
-    from . import results  # late import: results imports this module
-
-    for dtype, flops in p.peaks.items():
-        results.record(PROBE_LEDGER_KEYS[dtype], flops, "FLOP/s", lesson=lesson,
-                       what=f"peak {dtype} matmul rate measured by lifecycle.device.course_probe")
-    results.record("machine.bandwidth", p.bandwidth, "B/s", lesson=lesson,
-                   what="main-memory copy bandwidth measured by lifecycle.device.course_probe")
-    results.record("machine.probe_buffer_bytes", p.buffer_bytes, "B", lesson=lesson,
-                   what="size of the buffer copied by lifecycle.device.course_probe")
-    if p.cache_bytes:
-        results.record("machine.last_level_cache_bytes", p.cache_bytes, "B", lesson=lesson,
-                       what="last-level cache the probe's buffer was sized against")
-
-
-def recorded_probe(device: torch.device | str | None = None, lesson: str = "00_start_here") -> CourseProbe:
-    """The course probe as lesson 00 recorded it in the ledger, for this machine.
-
-    When the ledger lacks it (lesson 00 has not run), or holds figures from another machine or from other probe
-    settings, the same `course_probe` runs now and is recorded under `lesson`, so every lesson uses one measurement.
-    """
-    from . import results  # late import: results imports this module
-
-    device = torch.device(device) if device is not None else pick_device()
-    ledger = results.entries()
-    wanted = [str(dt).removeprefix("torch.") for dt in COURSE_PROBE_DTYPES if supports_dtype(device, dt)]
-    keys = [PROBE_LEDGER_KEYS[d] for d in wanted] + ["machine.bandwidth", "machine.probe_buffer_bytes"]
-    here = results.machine()
-    fresh = all(k in ledger and ledger[k].get("machine") == here and "course_probe" in ledger[k].get("what", "")
-                for k in keys) and ledger["machine.probe_buffer_bytes"]["value"] == bandwidth_buffer_bytes(device)
-    if not fresh:
-        p = course_probe(device)
-        record_probe(p, lesson)
-        return p
-    return CourseProbe(str(device), device_name(device), {d: ledger[PROBE_LEDGER_KEYS[d]]["value"] for d in wanted},
-                       ledger["machine.bandwidth"]["value"], int(ledger["machine.probe_buffer_bytes"]["value"]),
                        last_level_cache_bytes(device), torch.get_num_threads())
 
 

@@ -23,7 +23,8 @@ Three students with the same architecture, initial weights, steps and optimizer 
 loop of the course (`lifecycle.train.train`, via its `loss_fn` and `batch_fn` hooks), each on the same number of
 tokens: "student" (this loss, part teacher-written text), "student-real-text" (this loss, training text only) and
 "student-scratch" (hard labels on training text only). The differences in validation loss and in agreement with the
-teacher are what each ingredient bought. The zoo caches all three: `lifecycle.zoo.get("student")` etc.
+teacher are what each ingredient bought. The zoo caches all three: `lifecycle.zoo.get("student")` etc.;
+the trainers here take the teacher as an argument, and only the zoo calls them (this module does not import the zoo).
 
 Sanh et al. (2019, DistilBERT) and Gou et al. (2021, "Knowledge Distillation: A Survey") describe the same
 recipe at scale.
@@ -38,9 +39,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .checks import require_number
 from .data import Corpus, get_batch
 from .device import seed_everything
-from .generate import generate
+from .generate import Sampling, generate
 from .model import GPT, GPTConfig, preset
 from .train import TrainConfig, TrainResult, batch_generator, batch_shape, train
 
@@ -61,20 +63,15 @@ class DistillConfig:
 
     def __post_init__(self):
         check_distill(self.temperature, self.alpha)
-        f, t = self.generated_fraction, self.generation_temperature
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f < 1.0:
-            raise ValueError(f"generated_fraction (share of rows written by the teacher) must be in [0, 1), got {f!r}")
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            raise ValueError(f"generation_temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
+        require_number("generated_fraction", self.generated_fraction, low=0, high=1, high_open=True,
+                       hint="share of rows written by the teacher")
+        require_number("generation_temperature", self.generation_temperature, low=0, hint="0 = greedy")
 
 
 def check_distill(temperature: float, alpha: float) -> None:
     """Raise ValueError naming the parameter when a distillation setting is out of range."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be a finite number > 0 (try 1 to 4), got {temperature!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha (the weight of the teacher's soft targets) must be in [0, 1], got {alpha!r}")
+    require_number("temperature", temperature, low=0, low_open=True, hint="try 1 to 4")
+    require_number("alpha", alpha, low=0, high=1, hint="the weight of the teacher's soft targets")
 
 
 # The recipe both students share, by teacher preset: the same steps, batches, schedule and seed. Like the teacher's,
@@ -172,8 +169,8 @@ def teacher_text(teacher: GPT, data: torch.Tensor, rows: int, temperature: float
     gen = torch.Generator().manual_seed(seed)
     starts = torch.randint(len(data) - prompt_len, (rows,), generator=gen)
     prompts = data[starts[:, None] + torch.arange(prompt_len)].to(device)
-    written = generate(teacher, prompts, teacher.config.block_size, temperature=temperature,
-                       seed=seed if temperature > 0 else None)
+    rule = Sampling(temperature)
+    written = generate(teacher, prompts, teacher.config.block_size, sampling=rule, seed=None if rule.greedy else seed)
     return torch.cat([prompts, written], dim=1).cpu()
 
 
@@ -210,15 +207,12 @@ def student_config(teacher: GPT) -> GPTConfig:
     return preset("student", vocab_size=teacher.config.vocab_size, block_size=teacher.config.block_size)
 
 
-def _teacher_for(corpus: Corpus, device: torch.device) -> GPT:
-    from . import zoo  # late import: the zoo imports this module by name when it trains a student
-
-    teacher = zoo.get("teacher", device, progress=False)
+def check_teacher(teacher: GPT, corpus: Corpus) -> None:
+    """Raise ValueError unless `teacher` reads `corpus`'s characters (same vocab_size)."""
     if teacher.config.vocab_size != corpus.tokenizer.vocab_size:
-        raise ValueError(f"the cached teacher has vocab_size {teacher.config.vocab_size} but the corpus has "
+        raise ValueError(f"the teacher has vocab_size {teacher.config.vocab_size} but the corpus has "
                          f"{corpus.tokenizer.vocab_size} characters; retrain it with `python -m lifecycle.zoo "
                          "teacher --retrain` for this corpus")
-    return teacher
 
 
 # Teacher-text pools already written in this process, by (teacher weights, device, recipe, temperature, corpus): the
@@ -243,12 +237,12 @@ def _teacher_pool(teacher: GPT, corpus: Corpus, device: torch.device, recipe: st
     return _POOLS[key]
 
 
-def _train(corpus: Corpus, device: torch.device, progress: bool, callback: Callable | None,
+def _train(teacher: GPT, corpus: Corpus, device: torch.device, progress: bool, callback: Callable | None,
            config: DistillConfig | None, cfg: TrainConfig | None = None) -> tuple[GPT, TrainResult]:
     """Train the student preset with `config` (None: labels only, no teacher) through `lifecycle.train.train`,
-    with the recipe's TrainConfig (or `cfg`)."""
+    with the recipe's TrainConfig (or `cfg`). `teacher` gives the student's shape (and, with a config, its targets)."""
     device = torch.device(device)
-    teacher = _teacher_for(corpus, device)
+    check_teacher(teacher, corpus)
     recipe = "gpu" if device.type == "cuda" else "cpu"
     cfg = cfg or STUDENT_TRAINING[recipe]
     batch_fn = None
@@ -264,23 +258,23 @@ def _train(corpus: Corpus, device: torch.device, progress: bool, callback: Calla
     return student, result
 
 
-def train_student(corpus: Corpus, device: torch.device, progress: bool = True,
+def train_student(teacher: GPT, corpus: Corpus, device: torch.device, progress: bool = True,
                   callback: Callable | None = None) -> tuple[GPT, TrainResult]:
     """The distilled student: the `student` preset trained on the cached teacher's soft targets (+ labels), with
     part of every batch cut from text the teacher wrote (`DISTILL`)."""
-    return _train(corpus, device, progress, callback, DISTILL)
+    return _train(teacher, corpus, device, progress, callback, DISTILL)
 
 
-def train_student_real_text(corpus: Corpus, device: torch.device, progress: bool = True,
+def train_student_real_text(teacher: GPT, corpus: Corpus, device: torch.device, progress: bool = True,
                             callback: Callable | None = None) -> tuple[GPT, TrainResult]:
     """The same distillation on training text only (no teacher-written rows): what that text adds, measured."""
-    return _train(corpus, device, progress, callback, replace(DISTILL, generated_fraction=0.0))
+    return _train(teacher, corpus, device, progress, callback, replace(DISTILL, generated_fraction=0.0))
 
 
-def train_student_scratch(corpus: Corpus, device: torch.device, progress: bool = True,
+def train_student_scratch(teacher: GPT, corpus: Corpus, device: torch.device, progress: bool = True,
                           callback: Callable | None = None) -> tuple[GPT, TrainResult]:
     """The control: the same student, recipe and training-text batches, trained on the hard labels only."""
-    return _train(corpus, device, progress, callback, None)
+    return _train(teacher, corpus, device, progress, callback, None)
 
 
 # ---- the seed study: is the difference between the students larger than the noise of one run? ----
@@ -306,14 +300,14 @@ def study_config(recipe: str, seed: int) -> TrainConfig:
                    warmup_iters=max(1, base.warmup_iters * steps // base.max_iters))
 
 
-def train_seed_run(corpus: Corpus, device: torch.device, progress: bool = True, callback: Callable | None = None, *,
-                   run: str) -> tuple[GPT, TrainResult]:
+def train_seed_run(teacher: GPT, corpus: Corpus, device: torch.device, progress: bool = True,
+                   callback: Callable | None = None, *, run: str) -> tuple[GPT, TrainResult]:
     """One run of the seed study: `run` is a name of SEED_RUNS ("student-scratch-seed2")."""
     if run not in SEED_RUNS:
         raise KeyError(f"unknown seed-study run {run!r}; the runs are {sorted(SEED_RUNS)}")
     variant, seed = SEED_RUNS[run]
     recipe = "gpu" if torch.device(device).type == "cuda" else "cpu"
-    return _train(corpus, device, progress, callback, STUDY_VARIANTS[variant], study_config(recipe, seed))
+    return _train(teacher, corpus, device, progress, callback, STUDY_VARIANTS[variant], study_config(recipe, seed))
 
 
 # Two-sided 95% quantiles of Student's t distribution by degrees of freedom (any statistics table, e.g. NIST/SEMATECH

@@ -23,13 +23,15 @@ to stand in for it); `generate_text` defines the empty string as a newline, i.e.
 `time_request` times one request token by token: time to first token (TTFT, dominated by prefill) and the gaps
 between later tokens (one decode step each).
 
-Temperature 0 means greedy (argmax). top_k keeps the k most likely tokens; top_p keeps the smallest set of tokens
-whose probability adds up to at least p (nucleus sampling, Holtzman et al. 2020).
+How each next token is picked is one value, a `Sampling(temperature, top_k, top_p)`, the library's one type for
+sampling settings: temperature 0 means greedy (argmax); top_k keeps the k most likely tokens; top_p keeps the
+smallest set of tokens whose probability adds up to at least p (nucleus sampling, Holtzman et al. 2020). The
+generation functions take `sampling=Sampling(...)`, or, as a convenience for lessons, the loose keywords
+`temperature=`, `top_k=`, `top_p=`, which build one (`as_sampling`).
 """
 from __future__ import annotations
 
 import math
-import numbers
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -37,18 +39,68 @@ from typing import Callable, Iterator
 
 import torch
 
+from .checks import ArgumentTypeError, is_int, require_int, require_number
 from .device import synchronize
 from .model import GPT, KVCache
 
 
-def check_sampling(temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None) -> None:
-    """Raise ValueError naming the parameter when a sampling setting is out of range."""
-    if not _is_real(temperature) or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None (no top-k filter), got {top_k!r}")
-    if top_p is not None and not (_is_real(top_p) and 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] or None (no nucleus filter), got {top_p!r}")
+@dataclass(frozen=True)
+class Sampling:
+    """How each next token is picked from the logits; checked when made.
+
+    temperature: 0 is greedy (argmax, and top_k / top_p change nothing); > 0 divides the logits before the softmax.
+    top_k: keep the k most likely tokens (None: no filter). top_p: keep the most likely tokens until their
+    probability reaches p (None or 1: no filter).
+    """
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self):
+        require_number("temperature", self.temperature, low=0, hint="0 = greedy")
+        require_int("top_k", self.top_k, low=1, optional=True, hint="None: no top-k filter")
+        require_number("top_p", self.top_p, low=0, high=1, low_open=True, optional=True,
+                       hint="None: no nucleus filter")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def canonical(self) -> Sampling:
+        """The same rule written one way: greedy drops the filters (they cannot matter), top_p=1 is no filter."""
+        if self.greedy:
+            return GREEDY
+        top_p = None if self.top_p is None or self.top_p == 1 else float(self.top_p)
+        return Sampling(float(self.temperature), None if self.top_k is None else int(self.top_k), top_p)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The distribution (..., V) tokens are drawn from when sampling (see logits_to_probs)."""
+        return logits_to_probs(logits, self.temperature, self.top_k, self.top_p)
+
+
+GREEDY = Sampling()
+
+
+def require_sampling(sampling) -> Sampling:
+    """`sampling` if it is a Sampling, else raise (a dict or a bare temperature is a likely slip)."""
+    if not isinstance(sampling, Sampling):
+        raise ArgumentTypeError(f"sampling must be a lifecycle.generate.Sampling (e.g. Sampling(temperature=0.8)), "
+                                f"got {sampling!r}")
+    return sampling
+
+
+def as_sampling(sampling: Sampling | None = None, temperature: float | None = None, top_k: int | None = None,
+                top_p: float | None = None) -> Sampling:
+    """The Sampling a call asked for: `sampling` itself, or one built from the loose keywords (the lessons'
+    convenience, `generate(..., temperature=0.8)`); both at once is an error, neither is greedy."""
+    loose = {k: v for k, v in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p)) if v is not None}
+    if sampling is None:
+        return Sampling(**loose)
+    require_sampling(sampling)
+    if loose:
+        raise ValueError(f"give either sampling= or {'/'.join(loose)}=, not both")
+    return sampling
 
 
 # The most new tokens one call may ask for. The window slides, so generation itself has no length limit, but the
@@ -58,17 +110,8 @@ MAX_NEW_TOKENS = 100_000
 
 def check_max_new_tokens(max_new_tokens) -> None:
     """Raise ValueError unless max_new_tokens is an integer in [0, MAX_NEW_TOKENS]."""
-    if not _is_int(max_new_tokens) or not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise ValueError(f"max_new_tokens must be an integer in [0, {MAX_NEW_TOKENS:,}], got {max_new_tokens!r}; "
-                         "for longer text, call again with the end of the last output as the prompt")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+    require_int("max_new_tokens", max_new_tokens, low=0, high=MAX_NEW_TOKENS,
+                fix="for longer text, call again with the end of the last output as the prompt")
 
 
 def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -95,12 +138,11 @@ def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int |
     return probs
 
 
-def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row of logits (B, V) → (B,): argmax at temperature 0, else a draw from logits_to_probs."""
-    if temperature == 0:
+def sample(logits: torch.Tensor, sampling: Sampling = GREEDY, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of logits (B, V) → (B,): argmax when `sampling` is greedy, else a draw from its probs."""
+    if sampling.greedy:
         return logits.argmax(dim=-1)
-    probs = logits_to_probs(logits, temperature, top_k, top_p)
+    probs = sampling.probs(logits)
     if generator is not None and generator.device != probs.device:
         probs = probs.to(generator.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
@@ -124,7 +166,7 @@ def context_start(n: int, block_size: int, keep: int | None = None) -> int:
     keep: how many tokens stay in view when the window slides, 1..block_size (default max(1, block_size // 2)).
     """
     keep = max(1, block_size // 2) if keep is None else keep
-    if not _is_int(keep) or not 0 < keep <= block_size:
+    if not is_int(keep) or not 0 < keep <= block_size:
         raise ValueError(f"keep must be an integer in [1, block_size={block_size}], got {keep!r}")
     if n <= block_size:
         return 0
@@ -150,29 +192,29 @@ def _as_batch(prompt, device, vocab_size: int | None = None) -> torch.Tensor:
     return idx
 
 
-def iter_steps(model: GPT, prompt, max_new_tokens: int, *, use_cache: bool = True, temperature: float = 0.0,
-               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-               generator: torch.Generator | None = None,
+def iter_steps(model: GPT, prompt, max_new_tokens: int, *, use_cache: bool = True, sampling: Sampling | None = None,
+               temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+               seed: int | None = None, generator: torch.Generator | None = None,
                keep: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (token (B,), the logits (B, V) it was drawn from) one step at a time; arguments as iter_tokens.
 
     Every argument is checked here, before the first step runs.
     """
     check_max_new_tokens(max_new_tokens)
-    check_sampling(temperature, top_k, top_p)
+    sampling = as_sampling(sampling, temperature, top_k, top_p)
     if generator is not None and seed is not None:
         raise ValueError("give either seed or generator, not both")
     device = next(model.parameters()).device
     seq = _as_batch(prompt, device, model.config.vocab_size)
     context_start(seq.shape[1], model.config.block_size, keep)  # checks keep
-    if temperature > 0 and generator is None and seed is not None:
+    if not sampling.greedy and generator is None and seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    return _steps(model, seq, max_new_tokens, use_cache, (temperature, top_k, top_p, generator), keep)
+    return _steps(model, seq, max_new_tokens, use_cache, sampling, generator, keep)
 
 
 @torch.inference_mode()
-def _steps(model: GPT, seq: torch.Tensor, max_new_tokens: int, use_cache: bool, sampling: tuple,
-           keep: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _steps(model: GPT, seq: torch.Tensor, max_new_tokens: int, use_cache: bool, sampling: Sampling,
+           generator: torch.Generator | None, keep: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     if max_new_tokens == 0:
         return
     W = model.config.block_size
@@ -183,7 +225,7 @@ def _steps(model: GPT, seq: torch.Tensor, max_new_tokens: int, use_cache: bool, 
     s = context_start(n, W, keep)
     logits = prefill(model, buf[:, s:n], cache)
     for _ in range(max_new_tokens):
-        token = sample(logits, *sampling)
+        token = sample(logits, sampling, generator)
         buf[:, n] = token
         n += 1
         yield token, logits
@@ -200,18 +242,20 @@ def _steps(model: GPT, seq: torch.Tensor, max_new_tokens: int, use_cache: bool, 
         s = s_next
 
 
-def iter_tokens(model: GPT, prompt, max_new_tokens: int, *, use_cache: bool = True, temperature: float = 0.0,
-                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                generator: torch.Generator | None = None, keep: int | None = None) -> Iterator[torch.Tensor]:
+def iter_tokens(model: GPT, prompt, max_new_tokens: int, *, use_cache: bool = True, sampling: Sampling | None = None,
+                temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                seed: int | None = None, generator: torch.Generator | None = None,
+                keep: int | None = None) -> Iterator[torch.Tensor]:
     """Yield new tokens (B,) one step at a time (streaming), continuing prompt (T,) or (B, T) token ids.
 
     use_cache: prefill once, then one decode step per token (False: re-run the whole window every step; the
-    tokens are the same). temperature 0 is greedy; otherwise tokens are drawn with `generator`, or a fresh one
-    seeded with `seed` (reproducible), or torch's global generator. keep: see context_start.
+    tokens are the same). sampling: a Sampling (default greedy), or the loose temperature / top_k / top_p keywords;
+    when it samples, tokens are drawn with `generator`, or a fresh one seeded with `seed` (reproducible), or
+    torch's global generator. keep: see context_start.
     Bad arguments raise ValueError at the call, before any token is produced.
     """
-    steps = iter_steps(model, prompt, max_new_tokens, use_cache=use_cache, temperature=temperature, top_k=top_k,
-                       top_p=top_p, seed=seed, generator=generator, keep=keep)
+    steps = iter_steps(model, prompt, max_new_tokens, use_cache=use_cache, sampling=sampling, temperature=temperature,
+                       top_k=top_k, top_p=top_p, seed=seed, generator=generator, keep=keep)
     return (token for token, _ in steps)
 
 
@@ -265,8 +309,7 @@ def time_request(model: GPT, prompt, max_new_tokens: int, *, keep_logits: bool =
     A token counts as arrived when the device has finished computing it (on a GPU, after a synchronize).
     keep_logits: also keep the logits each token was drawn from (to compare runs, e.g. with and without cache).
     """
-    if not _is_int(max_new_tokens) or max_new_tokens < 2:
-        raise ValueError(f"max_new_tokens must be an integer >= 2 to time a request, got {max_new_tokens!r}")
+    require_int("max_new_tokens", max_new_tokens, low=2, hint="two tokens at least, to time a request")
     steps = iter_steps(model, prompt, max_new_tokens, **kwargs)  # checks every argument before the clock starts
     device = next(model.parameters()).device
     timing = RequestTiming(prompt_tokens=_as_batch(prompt, device).shape[1])
@@ -332,10 +375,9 @@ def sampling_summary(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
     top_k 0 and top_p 1.0 mean "off"; temperature 0 is greedy. Returns the probability of the favourite, how many
     tokens can still be drawn, the entropy in bits, and one token drawn with `seed` (the argmax when greedy).
     """
-    check_sampling(temperature, top_k or None, top_p)
-    probs = logits_to_probs(logits.float().cpu(), temperature if temperature > 0 else 1e-8, top_k or None, top_p)
-    token = int(sample(logits.float().cpu()[None], temperature, top_k or None, top_p,
-                       generator=torch.Generator().manual_seed(seed))[0])
+    rule = Sampling(temperature, top_k or None, top_p)
+    probs = logits_to_probs(logits.float().cpu(), max(rule.temperature, 1e-8), rule.top_k, rule.top_p)
+    token = int(sample(logits.float().cpu()[None], rule, torch.Generator().manual_seed(seed))[0])
     nz = probs[probs > 0]
     return {"top_prob": float(probs.max()), "kept": float((probs > 0).sum()),
             "entropy_bits": float(-(nz * nz.log2()).sum()), "sample": float(token)}

@@ -26,9 +26,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .checks import require_int
+from .engine import StreamRequest
 from .measure.queries import SYSTEM_PROMPT, QueryStreamConfig, query_ids, question_text
 from .measure.requests import LengthDist, percentiles
-from .serve import StreamRequest
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,7 @@ def _post_stream(url: str, request: StreamRequest, start: float, record: HttpRec
 
 def run_load(url: str, load: list[StreamRequest], concurrency: int = 16, timeout: float = 60.0) -> list[HttpRecord]:
     """Send `load` to the server at `url` at its arrival times, at most `concurrency` in flight; one record each."""
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+    require_int("concurrency", concurrency, low=1)
     records = [HttpRecord(r.arrival) for r in load]
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:

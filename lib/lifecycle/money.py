@@ -23,8 +23,9 @@ stops at any element but `<br>`). Checked in JupyterLab 4.6 by `tests/test_brows
 from __future__ import annotations
 
 import math
-import numbers
 import re
+
+from .checks import is_number
 
 DOLLAR_MARKDOWN = "<span>&#36;</span>"
 CENT = "¢"
@@ -36,7 +37,7 @@ _SHORT_THOUSANDS = (1e3, "thousand", "k")  # only the short form abbreviates tho
 
 def _finite(x, name: str = "amount") -> float:
     """`x` as a float; TypeError for a non-number, ValueError for NaN or an infinity (never printed as money)."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+    if not is_number(x):
         raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
     v = float(x)
     if not math.isfinite(v):

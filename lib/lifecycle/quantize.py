@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import is_int, require_int
 from .device import supports_dtype
 from .model import GPT, GPTConfig
 
@@ -57,7 +58,7 @@ class QuantConfig:
     def __post_init__(self):
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown quantization scheme {self.scheme!r}; choose one of {SCHEMES}")
-        if not isinstance(self.group_size, int) or self.group_size < 2 or self.group_size % 2:
+        if not is_int(self.group_size) or self.group_size < 2 or self.group_size % 2:
             raise ValueError(f"group_size must be an even integer >= 2 (e.g. 32, 64, 128), got {self.group_size!r}")
         if self.scale_dtype not in SCALE_DTYPES:
             raise ValueError(f"scale_dtype must be one of {sorted(SCALE_DTYPES)}, got {self.scale_dtype!r}")
@@ -466,11 +467,10 @@ def fake_quantize(w: torch.Tensor, bits: int, group_size: int | None = None,
     """w (out, in) rounded to symmetric `bits`-bit codes, one scale per `group_size` input columns (None: per row),
     and back to float32 (out, in)."""
     _check_weight(w)
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
+    require_int("bits", bits, low=2, high=8)
     out_f, in_f = w.shape
     gs = in_f if group_size is None else group_size
-    if isinstance(gs, bool) or not isinstance(gs, int) or gs < 1 or in_f % gs:
+    if not is_int(gs) or gs < 1 or in_f % gs:
         raise ValueError(f"group_size must be None (one scale per row) or a divisor of in_features={in_f}, "
                          f"got {group_size!r}")
     qmax = 2 ** (bits - 1) - 1  # symmetric: -2^(b-1) unused, as in QMAX

@@ -24,11 +24,14 @@ the value it measured or computed; the verdict is derived (see `verdicts.py`), n
 Verdicts: `REPRODUCED`, `UNDER_ASSUMPTIONS`, `CONTRADICTED`, `NOT_MEASURABLE` (compare against these names, never
 a string). `verdicts.judge(stated, value, assumptions)` gives the same judgment without storing it, and
 `verdicts.band(stated, f, lo, hi)` the interval of x where f(x) would satisfy the claim.
+
+The course's hardware probe (`lifecycle.device.course_probe`) is kept here too: lesson 00 stores it with
+`record_probe(p, lesson)`, later lessons read it back with `recorded_probe(device)` (probing again only where the
+ledger lacks it, or holds another machine's figures).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import tempfile
@@ -37,7 +40,12 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
+from .checks import is_finite_number
 from .data import cache_dir
+from .device import (COURSE_PROBE_DTYPES, PROBE_LEDGER_KEYS, CourseProbe, bandwidth_buffer_bytes, course_probe,
+                     device_name, last_level_cache_bytes, pick_device, supports_dtype)
 from .verdicts import (CONTRADICTED, NOT_MEASURABLE, REPRODUCED, UNDER_ASSUMPTIONS, VERDICTS,  # noqa: F401
                        Assumption, Range, band, fmt, judge, show)
 
@@ -48,10 +56,6 @@ def ledger_path() -> Path:
 
 def machine() -> str:
     """A short description of where a figure was measured."""
-    import torch
-
-    from .device import device_name, pick_device
-
     dev = pick_device()
     return f"{dev.type}: {device_name(dev)} ({os.cpu_count()} CPUs, torch {torch.__version__}, {platform.system()})"
 
@@ -81,7 +85,7 @@ def entries(path: Path | None = None) -> dict[str, dict]:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_finite_number(value)
 
 
 def _unique_name(path: Path, tag: str) -> Path:
@@ -117,7 +121,7 @@ def record(key: str, value: float, unit: str, *, lesson: str, what: str, path: P
     """Store one measurement (replacing an older one under the same key) and return its entry."""
     if not isinstance(key, str) or not key:
         raise ValueError("a ledger key must be a non-empty string")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise ValueError(f"ledger value for {key!r} must be a finite number, got {value!r}")
     path = path or ledger_path()
     data = entries(path)
@@ -235,3 +239,41 @@ def _write_json(path: Path, data: dict) -> None:
         json.dump(data, f, indent=1, sort_keys=True)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; keep the ledger readable like any other file
     os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
+
+
+# ---- the course's hardware probe (lifecycle.device.course_probe), as lesson 00 recorded it ----
+
+def record_probe(p: CourseProbe, lesson: str) -> None:
+    """Write `p` into the results ledger: one key per dtype's peak, the bandwidth and the buffer size."""
+    for dtype, flops in p.peaks.items():
+        record(PROBE_LEDGER_KEYS[dtype], flops, "FLOP/s", lesson=lesson,
+               what=f"peak {dtype} matmul rate measured by lifecycle.device.course_probe")
+    record("machine.bandwidth", p.bandwidth, "B/s", lesson=lesson,
+           what="main-memory copy bandwidth measured by lifecycle.device.course_probe")
+    record("machine.probe_buffer_bytes", p.buffer_bytes, "B", lesson=lesson,
+           what="size of the buffer copied by lifecycle.device.course_probe")
+    if p.cache_bytes:
+        record("machine.last_level_cache_bytes", p.cache_bytes, "B", lesson=lesson,
+               what="last-level cache the probe's buffer was sized against")
+
+
+def recorded_probe(device: torch.device | str | None = None, lesson: str = "00_start_here") -> CourseProbe:
+    """The course probe as lesson 00 recorded it in the ledger, for this machine.
+
+    When the ledger lacks it (lesson 00 has not run), or holds figures from another machine or from other probe
+    settings, the same `course_probe` runs now and is recorded under `lesson`, so every lesson uses one measurement.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    ledger = entries()
+    wanted = [str(dt).removeprefix("torch.") for dt in COURSE_PROBE_DTYPES if supports_dtype(device, dt)]
+    keys = [PROBE_LEDGER_KEYS[d] for d in wanted] + ["machine.bandwidth", "machine.probe_buffer_bytes"]
+    here = machine()
+    fresh = all(k in ledger and ledger[k].get("machine") == here and "course_probe" in ledger[k].get("what", "")
+                for k in keys) and ledger["machine.probe_buffer_bytes"]["value"] == bandwidth_buffer_bytes(device)
+    if not fresh:
+        p = course_probe(device)
+        record_probe(p, lesson)
+        return p
+    return CourseProbe(str(device), device_name(device), {d: ledger[PROBE_LEDGER_KEYS[d]]["value"] for d in wanted},
+                       ledger["machine.bandwidth"]["value"], int(ledger["machine.probe_buffer_bytes"]["value"]),
+                       last_level_cache_bytes(device), torch.get_num_threads())

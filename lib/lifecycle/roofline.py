@@ -23,8 +23,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .costs import SEED, SERVED_MODELS, ServedModel, usd_per_million_tokens
+from .checks import require_number
+from .costs import SEED, usd_per_million_tokens
 from .device import ACCELERATORS
+from .pricing import SERVED_MODELS, ServedModel
 from .speculative import expected_speedup
 
 
@@ -45,8 +47,7 @@ def kv_limited_batch(memory_bytes: float, weight_bytes: float, kv_bytes_per_requ
     """Requests whose KV cache fits in the memory the weights leave: floor((memory - weights) / KV per request)."""
     for name, v in (("memory_bytes", memory_bytes), ("weight_bytes", weight_bytes),
                     ("kv_bytes_per_request", kv_bytes_per_request)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be a positive number of bytes, got {v!r}")
+        require_number(name, v, low=0, low_open=True, hint="bytes")
     if weight_bytes >= memory_bytes:
         raise ValueError(f"the weights ({weight_bytes:.3g} bytes) do not fit in {memory_bytes:.3g} bytes of memory; "
                          "use more GPUs or fewer bytes per weight")

@@ -38,18 +38,16 @@ from typing import Iterator
 
 import torch
 
-from .generate import _as_batch, _is_int, _is_real, check_max_new_tokens, check_sampling, context_start, \
-    logits_to_probs
+from .checks import require_int, require_number
+from .generate import GREEDY, Sampling, _as_batch, as_sampling, check_max_new_tokens, context_start
 from .model import GPT, KVCache
 
 
 # ---- the expected-speedup arithmetic (Leviathan et al. 2023, section 3) ----
 
 def _check_alpha_gamma(alpha: float, gamma: int) -> None:
-    if not _is_real(alpha) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha (acceptance rate) must be in [0, 1], got {alpha!r}")
-    if not _is_int(gamma) or gamma < 0:
-        raise ValueError(f"gamma (draft tokens per round) must be an integer >= 0, got {gamma!r}")
+    require_number("alpha", alpha, low=0, high=1, hint="acceptance rate")
+    require_int("gamma", gamma, low=0, hint="draft tokens per round")
 
 
 def expected_tokens_per_call(alpha: float, gamma: int) -> float:
@@ -67,11 +65,9 @@ def expected_speedup(alpha: float, gamma: int, c: float, verify_cost: float = 1.
     the target's pass over gamma + 1 tokens in target steps: 1 in the paper's model (at large scale the pass costs
     what one step costs); measure it where that does not hold, and the denominator becomes gamma*c + verify_cost.
     """
-    if not _is_real(c) or not c >= 0:
-        raise ValueError(f"c (draft step cost / target step cost) must be >= 0, got {c!r}")
-    if not _is_real(verify_cost) or not verify_cost > 0:
-        raise ValueError(f"verify_cost (target pass over gamma+1 tokens / one target step) must be > 0, "
-                         f"got {verify_cost!r}")
+    require_number("c", c, low=0, hint="draft step cost / target step cost")
+    require_number("verify_cost", verify_cost, low=0, low_open=True,
+                   hint="target pass over gamma+1 tokens / one target step")
     return expected_tokens_per_call(alpha, gamma) / (gamma * c + verify_cost)
 
 
@@ -82,10 +78,8 @@ def speedup_from_counts(tokens_per_call: float, drafts_per_round: float, c: floa
     stops early (`confidence`), where the number of drafts per round varies and the closed form does not apply.
     """
     for name, value in (("tokens_per_call", tokens_per_call), ("drafts_per_round", drafts_per_round), ("c", c)):
-        if not _is_real(value) or not value >= 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    if not _is_real(verify_cost) or not verify_cost > 0:
-        raise ValueError(f"verify_cost must be > 0, got {verify_cost!r}")
+        require_number(name, value, low=0)
+    require_number("verify_cost", verify_cost, low=0, low_open=True)
     return tokens_per_call / (drafts_per_round * c + verify_cost)
 
 
@@ -152,8 +146,8 @@ def verify_greedy(target_logits: torch.Tensor, drafts: torch.Tensor) -> tuple[in
 
 # ---- the draft and target halves of a round ----
 
-def propose(draft: GPT, cache: KVCache, pending: torch.Tensor, k: int, temperature: float = 0.0,
-            top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
+def propose(draft: GPT, cache: KVCache, pending: torch.Tensor, k: int, sampling: Sampling = GREEDY,
+            generator: torch.Generator | None = None,
             confidence: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The draft's proposed tokens (k' <= k,) and, when sampling, the distributions q (k', V) they came from.
 
@@ -166,13 +160,13 @@ def propose(draft: GPT, cache: KVCache, pending: torch.Tensor, k: int, temperatu
     x = pending
     for _ in range(k):
         logits = draft(x, cache=cache)[0][0, -1]  # (V,) next-token logits
-        if temperature == 0:
+        if sampling.greedy:
             if confidence:
                 p_token, token = torch.softmax(logits, dim=-1).max(dim=-1, keepdim=True)
             else:
                 token = logits.argmax().view(1)
         else:
-            q = logits_to_probs(logits, temperature, top_k, top_p)
+            q = sampling.probs(logits)
             token = torch.multinomial(q, 1, generator=generator)
             dists.append(q)
             p_token = q[token] if confidence else None
@@ -273,15 +267,14 @@ class SpeculativeDecoder:
     """
 
     def __init__(self, target: GPT, draft: GPT, prompt, max_new_tokens: int, *, gamma: int = 4,
-                 temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-                 seed: int | None = None, generator: torch.Generator | None = None, keep: int | None = None,
-                 confidence: float = 0.0):
-        check_sampling(temperature, top_k, top_p)
-        if not _is_int(gamma) or gamma < 1:
-            raise ValueError(f"gamma (draft tokens per round) must be an integer >= 1, got {gamma!r}")
-        if not _is_real(confidence) or not 0.0 <= confidence < 1.0:
-            raise ValueError(f"confidence (the draft stops after a proposal it gave less probability than this) must "
-                             f"be in [0, 1), 0 = always draft gamma tokens; got {confidence!r}")
+                 sampling: Sampling | None = None, temperature: float | None = None, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, generator: torch.Generator | None = None,
+                 keep: int | None = None, confidence: float = 0.0):
+        sampling = as_sampling(sampling, temperature, top_k, top_p)  # a Sampling, or the loose keywords
+        require_int("gamma", gamma, low=1, hint="draft tokens per round")
+        require_number("confidence", confidence, low=0, high=1, high_open=True,
+                       hint="the draft stops after a proposal it gave less probability than this; 0 = always draft "
+                            "gamma tokens")
         check_max_new_tokens(max_new_tokens)
         W = target.config.block_size
         if (draft.config.vocab_size, draft.config.block_size) != (target.config.vocab_size, W):
@@ -295,10 +288,10 @@ class SpeculativeDecoder:
         if seq.shape[0] != 1:
             raise ValueError(f"speculative decoding here runs one sequence at a time; got a batch of {seq.shape[0]}")
         context_start(seq.shape[1], W, keep)  # checks keep
-        if temperature > 0 and generator is None and seed is not None:
+        if not sampling.greedy and generator is None and seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
         self.target, self.draft, self.gamma, self.keep, self.confidence = target, draft, gamma, keep, confidence
-        self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p)
+        self.sampling = sampling
         self.generator = generator
         self.stats = SpecStats(gamma)
         self.prompt_len = self.n = seq.shape[1]
@@ -332,16 +325,16 @@ class SpeculativeDecoder:
         """Run one round: draft, verify in one target call, accept/reject, roll back the caches."""
         if self.done:
             raise RuntimeError("all max_new_tokens are generated; make a new SpeculativeDecoder to go on")
-        n, s, buf, temperature = self.n, self.s, self.buf, self.sampling["temperature"]
+        n, s, buf = self.n, self.s, self.buf
         k = _draft_budget(n, self.gamma, self.end - n, self.target.config.block_size, self.keep)
-        drafts, q = propose(self.draft, self.draft_cache, buf[self.draft_len:n].view(1, -1), k, **self.sampling,
+        drafts, q = propose(self.draft, self.draft_cache, buf[self.draft_len:n].view(1, -1), k, self.sampling,
                             generator=self.generator, confidence=self.confidence)
         k = drafts.shape[0]  # fewer than planned when the draft stopped at a proposal it was unsure of
         logits = score(self.target, self.target_cache, torch.cat([buf[n - 1:n], drafts]))  # (k+1, V)
-        if temperature == 0:
+        if self.sampling.greedy:
             j, token = verify_greedy(logits, drafts)
         else:
-            p = logits_to_probs(logits, temperature, self.sampling["top_k"], self.sampling["top_p"])
+            p = self.sampling.probs(logits)
             j, token = verify_sampling(p, q if q is not None else p[:0], drafts, self.generator)
         buf[n:n + j] = drafts[:j]
         buf[n + j] = token

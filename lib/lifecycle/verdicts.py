@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from .checks import is_finite_number
 from .money import fixed, usd
 
 REPRODUCED = "reproduced"
@@ -28,7 +29,7 @@ VERDICTS = (REPRODUCED, UNDER_ASSUMPTIONS, CONTRADICTED, NOT_MEASURABLE)
 
 
 def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return is_finite_number(x)
 
 
 def fmt(x: float) -> str:
@@ -100,7 +101,7 @@ class Assumption:
     def __post_init__(self):
         if not self.name or not self.source:
             raise ValueError(f"an Assumption needs a name and a source (who says so), got {self!r}")
-        if isinstance(self.value, bool) or not (isinstance(self.value, str) or _finite(self.value)):
+        if not (isinstance(self.value, str) or _finite(self.value)):
             raise ValueError(f"Assumption {self.name!r}: value must be a finite number or a string, "
                              f"got {self.value!r}")
 

@@ -7,7 +7,7 @@ Dashboards, all ipywidgets containers (display them, or leave one as a cell's la
                              optimization toggles -> cost per query, yearly spend, shares, break-even
                              (`costs.lifecycle_summary`).
 - `pricing_dashboard(...)`   lesson 09: queries/day and lifetime -> a cost per token split into amortized training
-                             and serving compute (`costs.price_per_token`).
+                             and serving compute (`pricing.price_per_token`).
 - `sampling_dashboard(...)`  lesson 03: temperature, top-k, top-p, seed -> the next-token distribution and a draw
                              (`generate.sampling_summary`).
 - `quantization_dashboard(...)` lesson 04: bits × group size -> bytes and validation loss, looked up in a grid
@@ -26,6 +26,10 @@ so a browser test can read exact numbers; each control also carries the CSS clas
 its key in `dash.controls`), the container the class `lc-dashboard`. Only APIs common to ipywidgets 7.7 (Colab)
 and 8.x are used: the figure is a PNG in a `widgets.Image`, the table a `widgets.HTML`, callbacks
 `observe(..., names="value")`.
+
+One concept, kept in one file although it is long: the `Dashboard` base class (controls -> pure function -> table
+and figure, the snapshot, the CSS hooks) and six thin subclasses, one per lesson's sliders, each only wiring.
+Splitting them per lesson would spread one pattern over six files.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ import math
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from . import costs, money
+from . import costs, money, pricing
 from .device import ACCELERATORS
 from .generate import logits_to_probs, sampling_summary
 from .measure.quality import grid_point
@@ -302,7 +306,7 @@ def lifecycle_dashboard(optimizations: dict[str, float] | None = None, measured:
 class PricingDashboard(Dashboard):
     """Queries/day and lifetime -> a provider's cost per token: training ÷ tokens served, plus serving compute."""
 
-    compute = staticmethod(costs.price_per_token)
+    compute = staticmethod(pricing.price_per_token)
     ROWS = (("tokens_served", "tokens served over the life", lambda v: f"{money.fixed(v / 1e9, 3)} billion"),
             ("training_per_token", "training, per million tokens", lambda v: _usd(v * 1e6)),
             ("serving_per_token", "serving, per million tokens", lambda v: _usd(v * 1e6)),
@@ -322,7 +326,7 @@ class PricingDashboard(Dashboard):
         ax = fig.subplots()
         q0 = inputs["queries_per_day"]
         volumes = [q0 * 10 ** (k / 10) for k in range(-30, 31)]  # three decades either side
-        split = [costs.price_per_token(**{**inputs, "queries_per_day": q}) for q in volumes]
+        split = [pricing.price_per_token(**{**inputs, "queries_per_day": q}) for q in volumes]
         train = [1e6 * r["training_per_token"] for r in split]
         serve = [1e6 * r["serving_per_token"] for r in split]
         ax.stackplot(volumes, serve, train, labels=["serving compute", "amortized training"], colors=["C1", "C0"])
@@ -337,13 +341,13 @@ def pricing_dashboard(training_usd: float, ms_per_token: float, usd_per_hour: fl
                       tokens_per_query: float = costs.SEED.tokens_per_query, batch: int = 1,
                       queries_per_day: float = costs.SEED.queries_per_day,
                       lifetime_days: int = int(costs.SEED.lifetime_days)) -> PricingDashboard:
-    """Sliders for queries/day and lifetime in front of `costs.price_per_token`; the other inputs stay fixed.
+    """Sliders for queries/day and lifetime in front of `pricing.price_per_token`; the other inputs stay fixed.
 
-    Expected figures for any state: `costs.price_per_token(**dash.inputs())`.
+    Expected figures for any state: `pricing.price_per_token(**dash.inputs())`.
     """
     fixed = {"training_usd": training_usd, "ms_per_token": ms_per_token, "usd_per_hour": usd_per_hour,
              "tokens_per_query": tokens_per_query, "batch": batch}
-    costs.price_per_token(queries_per_day=queries_per_day, lifetime_days=lifetime_days, **fixed)  # fail early
+    pricing.price_per_token(queries_per_day=queries_per_day, lifetime_days=lifetime_days, **fixed)  # fail early
     _shown_as_is("queries_per_day", queries_per_day, positive=True)
     _shown_as_is("lifetime_days", lifetime_days, whole=True)
     controls = {"queries_per_day": _log_slider("queries per day", queries_per_day, 3, 10, ",.0f"),

@@ -1,8 +1,9 @@
 """The course's trained models, trained once and cached: `get("teacher")`, `get("student")`, `get("student-scratch")`,
 `get("student-real-text")`, and the distillation seed study's shorter runs (`get("student-scratch-seed2")`, see
 `lifecycle.distill.SEED_RUNS`).
+The zoo imports `lifecycle.distill` and calls its trainers with the teacher; distill never imports the zoo.
 
-Each model has a recipe (a preset and a TrainConfig, or a training function) and is trained deterministically
+Each model has a recipe (a training function in `TRAINERS`) and is trained deterministically
 the first time it is asked for, then loaded from the course cache in a second. The teacher uses the `gpu`
 preset on a CUDA machine and the `cpu` preset elsewhere; the cache keeps one file per (name, preset).
 
@@ -14,7 +15,6 @@ import argparse
 import contextlib
 import fcntl
 import functools
-import importlib
 import json
 import sys
 from dataclasses import dataclass
@@ -23,9 +23,9 @@ from typing import Callable
 
 import torch
 
+from . import distill
 from .data import Corpus, cache_dir, load_corpus
 from .device import pick_device, seed_everything
-from .distill import SEED_RUNS
 from .model import GPT, preset
 from .train import CheckpointError, TrainConfig, TrainResult, load_checkpoint, read_checkpoint_meta, \
     save_checkpoint, train
@@ -42,17 +42,6 @@ TEACHER_TRAINING: dict[str, TrainConfig] = {
                        eval_iters=20),
 }
 
-# name -> "module:function" that trains it: fn(corpus, device, progress, callback) -> (GPT, TrainResult)
-TRAINERS: dict[str, str] = {
-    "teacher": "lifecycle.zoo:train_teacher",
-    "student": "lifecycle.distill:train_student",
-    "student-scratch": "lifecycle.distill:train_student_scratch",
-    "student-real-text": "lifecycle.distill:train_student_real_text",
-}
-# the distillation seed study (lesson 06): each student variant with other seeds on a shorter budget;
-# "module:function@run" calls function(..., run=run)
-TRAINERS |= {name: f"lifecycle.distill:train_seed_run@{name}" for name in SEED_RUNS}
-
 
 def teacher_preset(device: torch.device | None = None) -> str:
     device = device or pick_device()
@@ -67,6 +56,7 @@ def corpus(path: str | None = None) -> Corpus:
 
 def train_teacher(corpus: Corpus, device: torch.device, progress: bool = True,
                   callback: Callable | None = None) -> tuple[GPT, TrainResult]:
+    """The teacher: the device's preset (`teacher_preset`) trained with its recipe in TEACHER_TRAINING."""
     name = teacher_preset(device)
     cfg = TEACHER_TRAINING[name]
     seed_everything(cfg.seed)
@@ -75,17 +65,34 @@ def train_teacher(corpus: Corpus, device: torch.device, progress: bool = True,
     return model, result
 
 
+@dataclass(frozen=True)
+class StudentTrainer:
+    """A student's recipe: `train_fn(teacher, corpus, device, progress, callback)` (a trainer of `lifecycle.distill`),
+    called with the zoo's teacher for the same device. The zoo is the only caller of the distill trainers."""
+
+    train_fn: Callable
+
+    def __call__(self, corpus: Corpus, device: torch.device, progress: bool = True,
+                 callback: Callable | None = None) -> tuple[GPT, TrainResult]:
+        teacher = get("teacher", device, progress=False)
+        return self.train_fn(teacher, corpus, device, progress, callback)
+
+
+# name -> the function that trains it: fn(corpus, device, progress, callback) -> (GPT, TrainResult)
+TRAINERS: dict[str, Callable] = {
+    "teacher": train_teacher,
+    "student": StudentTrainer(distill.train_student),
+    "student-scratch": StudentTrainer(distill.train_student_scratch),
+    "student-real-text": StudentTrainer(distill.train_student_real_text),
+}
+# the distillation seed study (lesson 06): each student variant with other seeds on a shorter budget
+TRAINERS |= {name: StudentTrainer(functools.partial(distill.train_seed_run, run=name)) for name in distill.SEED_RUNS}
+
+
 def model_path(name: str, device: torch.device | None = None) -> Path:
     if name not in TRAINERS:
         raise KeyError(f"unknown model {name!r}; the zoo has {sorted(TRAINERS)}")
     return cache_dir() / "models" / f"{name}-{teacher_preset(device)}"
-
-
-def _trainer(name: str) -> Callable:
-    module, fn = TRAINERS[name].split(":")
-    fn, _, run = fn.partition("@")
-    trainer = getattr(importlib.import_module(module), fn)
-    return functools.partial(trainer, run=run) if run else trainer
 
 
 @contextlib.contextmanager
@@ -116,7 +123,7 @@ def build(name: str, device: torch.device | str | None = None, progress: bool = 
 
 def _build(name: str, device: torch.device, progress: bool, callback: Callable | None) -> tuple[GPT, dict]:
     c = corpus()
-    model, result = _trainer(name)(c, device, progress, callback)
+    model, result = TRAINERS[name](c, device, progress, callback)
     card = {"name": name, "preset": teacher_preset(device), "config": model.config.to_dict(),
             "n_params": model.num_params(), "tokenizer": c.tokenizer.chars} | result.summary() | \
            {"history": result.history}

@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..checks import is_number
+
 
 class ExerciseError(AssertionError):
     """The learner's function gave a wrong answer (the message says where and how)."""
@@ -67,7 +69,7 @@ def difference(got: Any, want: Any, *, rtol: float = 1e-5, atol: float = 1e-6, w
     if isinstance(want, (int, float)):
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = got.item()
-        if not isinstance(got, (int, float)) or isinstance(got, bool):
+        if not is_number(got):
             return f"{where} should be a number, got {type(got).__name__}"
         return None if math.isclose(got, want, rel_tol=rtol, abs_tol=atol) else f"{where} is {got!r}, expected {want!r}"
     if isinstance(want, dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from .. import costs
+from ..checks import is_number
 from . import Case, check_function
 
 
@@ -26,7 +27,7 @@ def _same_day(got, want):
     if isinstance(want, float) and math.isinf(want):
         return None if isinstance(got, (int, float)) and got == math.inf else \
             f"the result is {got!r}, expected math.inf (inference never catches up)"
-    if not isinstance(got, (int, float)) or isinstance(got, bool):
+    if not is_number(got):
         return f"the result should be a number of days, got {type(got).__name__}"
     return None if math.isclose(got, want, rel_tol=1e-9) else f"the result is {got!r}, expected {want!r}"
 

@@ -3,19 +3,19 @@
 - `serving_summary(arrivals, first_tokens, finishes, n_tokens)`: from per-request times (seconds) and output token
   counts, the run's throughput (output tokens per second from the first arrival to the last finish), the 95th
   percentile of end-to-end latency (finish - arrival), and the median time per output token after the first,
-  (finish - first token) / (n - 1) over requests with more than one token (checked against `serve.summarize`).
+  (finish - first token) / (n - 1) over requests with more than one token (checked against `engine.summarize`).
 - `max_batch(memory_bytes, n_params, bytes_per_param, n_layer, n_kv_heads, head_dim, context, bytes_per_value)`: how
   many requests of `context` tokens fit their KV cache into the memory the weights leave (checked against
-  `roofline.kv_limited_batch` fed `costs.kv_cache_bytes`).
+  `roofline.kv_limited_batch` fed `pricing.kv_cache_bytes`).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..batching import Record
-from ..costs import kv_cache_bytes
+from ..engine import summarize
+from ..pricing import kv_cache_bytes
 from ..roofline import kv_limited_batch
-from ..serve import summarize
 from . import Case, check_function
 
 KEYS = ("throughput_tok_s", "latency_p95_s", "tpot_p50_s")

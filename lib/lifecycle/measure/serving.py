@@ -19,7 +19,7 @@ from .. import zoo
 from ..costs import SEED, usd_per_million_tokens
 from ..device import pick_device
 from ..model import GPT, preset
-from ..serve import Engine, RunResult, StackConfig, simulate
+from ..engine import Engine, RunResult, StackConfig, simulate
 from .queries import SYSTEM_PROMPT
 
 MAX_BATCH = 16
