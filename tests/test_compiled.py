@@ -9,7 +9,7 @@ from lifecycle import compiled
 from lifecycle.compiled import (compare_compiled, compiler_problem, decode_one_token_static, describe,
                                 generate_static)
 from lifecycle.generate import decode_one_token, generate, prefill
-from lifecycle.model import KVCache
+from lifecycle.model import GPT, KVCache, preset
 
 
 class GraphCounter:
@@ -63,11 +63,28 @@ def test_input_pos_refuses_padded_caches(tiny_model):
 def test_compiled_static_step_is_traced_once(tiny_model):
     counter = GraphCounter()
     step = torch.compile(decode_one_token_static, backend=counter, fullgraph=True, dynamic=False)
-    a = generate_static(tiny_model, torch.tensor([1, 2, 3]), 12, step)
-    b = generate_static(tiny_model, torch.tensor([7, 7, 7, 7, 7, 7]), 12, step)  # other prompt, fresh cache
-    assert counter.graphs == 1  # 22 steps at 22 positions, one graph
-    assert torch.equal(a, generate(tiny_model, torch.tensor([1, 2, 3]), 12))
-    assert torch.equal(b, generate(tiny_model, torch.tensor([7, 7, 7, 7, 7, 7]), 12))
+    for prompt in ([1, 2, 3], [7, 7, 7, 7, 7, 7]):  # two requests: another prompt length, a fresh cache
+        cache = KVCache.for_model(tiny_model)
+        with torch.inference_mode():
+            logits = prefill(tiny_model, torch.tensor([prompt]), cache)
+            pos = torch.tensor([len(prompt)])
+            for _ in range(10):  # every call checks all guards here (no skipping, unlike generate_static)
+                logits = step(tiny_model, logits.argmax(dim=-1), pos, cache)
+                pos += 1
+                cache.length += 1
+    assert counter.graphs == 1  # 20 steps at 19 different positions, one graph
+
+
+def test_generate_static_with_a_compiled_step_follows_a_change_of_model(tiny_model):
+    """generate_static skips guard checks after each request's first step: that first step must still see a new model."""
+    counter = GraphCounter()
+    step = torch.compile(decode_one_token_static, backend=counter, fullgraph=True, dynamic=False)
+    torch.manual_seed(1)
+    wider = GPT(preset("test", n_embd=48, n_head=3)).eval()
+    prompt = torch.tensor([1, 2, 3])
+    for model in (tiny_model, wider, tiny_model):
+        assert torch.equal(generate_static(model, prompt, 12, step), generate(model, prompt, 12))
+    assert counter.graphs == 2
 
 
 def test_the_eager_step_would_be_traced_again(tiny_model):
