@@ -22,6 +22,7 @@ Through Dynamic Python Bytecode Transformation and Graph Compilation" (ASPLOS).
 """
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from functools import partial
@@ -35,6 +36,7 @@ from .generate import generate, prefill
 from .model import GPT, KVCache
 
 Step = Callable[[GPT, torch.Tensor, torch.Tensor, KVCache], torch.Tensor]
+SLOTS = 64  # generate_static sizes its cache in multiples of this many positions
 
 
 def decode_one_token_static(model: GPT, token: torch.Tensor, pos: torch.Tensor, cache: KVCache) -> torch.Tensor:
@@ -79,7 +81,10 @@ def generate_static(model: GPT, prompt, max_new_tokens: int, step: Step = decode
     if T == 0 or T + max_new_tokens - 1 > model.config.block_size:
         raise ValueError(f"a prompt of {T} tokens plus {max_new_tokens} new ones must fit the "
                          f"{model.config.block_size}-token window (at least one prompt token)")
-    cache = KVCache.for_model(model, B)
+    # Only as many slots as this text needs, rounded up so that nearby lengths share one compiled graph: every step
+    # attends over all of them (gpt-fast sizes its cache the same way)
+    max_len = min(model.config.block_size, SLOTS * math.ceil((T + max_new_tokens - 1) / SLOTS))
+    cache = KVCache.for_model(model, B, max_len=max_len)
     logits = prefill(model, idx, cache)  # eager: (B, V); cache.length == T
     pos = torch.tensor([T], device=idx.device)  # slot of the next token, a tensor so that no shape depends on it
     tokens = [logits.argmax(dim=-1)]

@@ -8,7 +8,8 @@ names follow Hugging Face's `GPT2LMHeadModel`, so `to_hf_gpt2` ports our weights
 The KV cache lives beside the model, not inside it: `KVCache` preallocates keys and values for every layer,
 `GPT.forward(idx, cache=cache)` writes the new positions into it and attends over everything cached so far.
 The same forward serves training (no cache), prefill (many tokens into an empty cache), decode (one token),
-verification of several drafted tokens (speculative decoding), and padded batches (`key_mask`).
+verification of several drafted tokens (speculative decoding), and padded batches (`key_mask`). Given the position
+as a tensor (`input_pos`), it takes a static path whose shapes never change, the one `lifecycle.compiled` compiles.
 The forward pass uses PyTorch's fused attention (SDPA), which never stores the attention weights;
 `attention_weights(model, idx)` computes them explicitly, every layer and head, to look at (lesson 01).
 
