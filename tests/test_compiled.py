@@ -76,7 +76,7 @@ def test_compiled_static_step_is_traced_once(tiny_model):
 
 
 def test_generate_static_with_a_compiled_step_follows_a_change_of_model(tiny_model):
-    """generate_static skips guard checks after each request's first step: that first step must still see a new model."""
+    """generate_static skips guard checks after a request's first step: that first step must still see a new model."""
     counter = GraphCounter()
     step = torch.compile(decode_one_token_static, backend=counter, fullgraph=True, dynamic=False)
     torch.manual_seed(1)

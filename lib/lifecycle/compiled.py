@@ -13,7 +13,8 @@ a compiled version keeps re-specializing (or falls back to a slower graph with s
 index and attends over the whole preallocated cache under a mask: every step has the same shapes, so one graph
 serves them all. The caller keeps the Python int `cache.length` in step, outside the graph.
 
-    decode_one_token_static → compile_decode_step → generate_static → compare_compiled (+ describe)
+    decode_one_token_static → compile_decode_step → generate_static → first_compiled_run → compare_compiled
+    (describe puts a comparison in words)
 
 The prompt is prefilled eagerly: prompt lengths vary, and a prefill runs once per request.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
@@ -99,45 +101,62 @@ def generate_static(model: GPT, prompt, max_new_tokens: int, step: Step = decode
     return torch.stack(tokens, dim=1)
 
 
+@dataclass
+class FirstRun:
+    """A compiled step after its first, compiling run (tokens and seconds), or why torch.compile could not run."""
+
+    step: Step | None
+    tokens: torch.Tensor | None = None  # (B, new_tokens), greedy
+    seconds: float = 0.0  # tracing, compiling and one generation
+    why_not: str | None = None
+
+
+def first_compiled_run(model: GPT, prompt: torch.Tensor, new_tokens: int) -> FirstRun:
+    """Compile the decode step and run generate_static with it once (which compiles); say why if that fails."""
+    device = next(model.parameters()).device
+    if (problem := compiler_problem(device)) is not None:
+        return FirstRun(None, why_not=problem)
+    step = compile_decode_step()
+    synchronize(device)
+    t0 = time.perf_counter()
+    try:
+        tokens = generate_static(model, prompt, new_tokens, step)
+    except Exception as e:  # a missing or broken toolchain surfaces here, at the first call
+        return FirstRun(None, why_not=f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    synchronize(device)
+    return FirstRun(step, tokens, time.perf_counter() - t0)
+
+
 def compare_compiled(model: GPT, new_tokens: int = 32, repeats: int = 5, prompt_len: int = 1) -> dict:
     """Eager against compiled greedy decode at batch 1: tokens/s of each, the ratio, compile seconds, same tokens.
 
     eager: `lifecycle.generate.generate` (the course's decode loop); compiled: `generate_static` with
-    `compile_decode_step()`. Compile time is the first compiled run minus an eager run, reported apart from the
-    speeds, which are medians of `repeats` interleaved runs after a warm-up. If torch.compile cannot run here, the
-    result says why (available False) and holds the eager speed only. `describe(result)` puts it in words.
+    `compile_decode_step()`. Compile time is the first compiled run minus the median compiled run, reported apart
+    from the speeds, which are medians of `repeats` interleaved runs after a warm-up. If torch.compile cannot run
+    here, the result says why (available False) and holds the eager speed only. `describe(result)` puts it in words.
     """
     device = next(model.parameters()).device
     prompt = (torch.arange(prompt_len, device=device) * 7 % model.config.vocab_size)[None]  # (1, prompt_len)
     eager = partial(generate, model, prompt, new_tokens)
-    result = {"new_tokens": new_tokens, "available": True, "why_not": compiler_problem(device)}
-    if result["why_not"] is None:
-        step = compile_decode_step()
-        synchronize(device)
-        t0 = time.perf_counter()
-        try:
-            compiled_tokens = generate_static(model, prompt, new_tokens, step)  # traces and compiles the step
-        except Exception as e:  # a missing or broken toolchain surfaces here, at the first call
-            result["why_not"] = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        else:
-            synchronize(device)
-            first_s = time.perf_counter() - t0
-    if result["why_not"] is not None:
+    first = first_compiled_run(model, prompt, new_tokens)
+    result = {"new_tokens": new_tokens, "available": first.why_not is None, "why_not": first.why_not}
+    if first.why_not is not None:
         seconds = interleaved({"eager": eager}, repeats=repeats, device=device)["eager"]["median"]
-        return result | {"available": False, "eager_tokens_per_s": new_tokens / seconds}
-    compiled = partial(generate_static, model, prompt, new_tokens, step)
+        return result | {"eager_tokens_per_s": new_tokens / seconds}
+    compiled = partial(generate_static, model, prompt, new_tokens, first.step)
     times = interleaved({"eager": eager, "compiled": compiled}, repeats=repeats, device=device)
     eager_s, compiled_s = times["eager"]["median"], times["compiled"]["median"]
     return result | {"eager_tokens_per_s": new_tokens / eager_s, "compiled_tokens_per_s": new_tokens / compiled_s,
-                     "speedup": eager_s / compiled_s, "compile_s": max(0.0, first_s - compiled_s),
-                     "same_tokens": torch.equal(compiled_tokens, eager())}
+                     "speedup": eager_s / compiled_s, "compile_s": max(0.0, first.seconds - compiled_s),
+                     "same_tokens": torch.equal(first.tokens, eager())}
 
 
 def describe(result: dict) -> str:
     """One or two sentences on a compare_compiled result, worded by what was measured."""
     eager = result["eager_tokens_per_s"]
     if not result["available"]:
-        return f"torch.compile is not available here ({result['why_not']}), so decode stays eager: {eager:.0f} tokens/s."
+        return (f"torch.compile is not available here ({result['why_not']}), so decode stays eager: "
+                f"{eager:.0f} tokens/s.")
     r, compiled, compile_s = result["speedup"], result["compiled_tokens_per_s"], result["compile_s"]
     speeds = f"({eager:.0f} → {compiled:.0f} tokens/s at batch 1; compiling took {compile_s:.0f} s"
     if r >= 1.05:

@@ -35,14 +35,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
 import warnings
 
 import torch
 
 from .. import zoo
 from ..bench import Report, interleaved
-from ..compiled import SLOTS, compile_decode_step, compiler_problem, generate_static
+from ..compiled import SLOTS, first_compiled_run, generate_static
 from ..device import num_threads, pick_device
 from ..generate import decode_one_token, generate, prefill
 from ..model import GPT, KVCache, preset, to_hf_gpt2
@@ -186,17 +185,10 @@ def compiled_vs_eager(model: GPT, n_new: int, repeats: int, device: torch.device
     warning instead). Without a working torch.compile the rows are empty and a note says why.
     """
     prompt = prompt_of(model, 1, device)
-    problem = compiler_problem(device)
-    step = compile_decode_step()
-    if problem is None:
-        t0 = time.perf_counter()
-        try:
-            tokens = generate_static(model, prompt, n_new, step)  # traces and compiles the step
-        except Exception as e:  # no toolchain, or a compiler error: report it, keep the other rows
-            problem = f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        first_s = time.perf_counter() - t0
-    if problem is not None:
-        return [], {"compile_available": False}, {}, [f"compiled_vs_eager not measured: {problem}"]
+    first = first_compiled_run(model, prompt, n_new)
+    if first.why_not is not None:
+        return [], {"compile_available": False}, {}, [f"compiled_vs_eager not measured: {first.why_not}"]
+    step, tokens, first_s = first.step, first.tokens, first.seconds
     same = torch.equal(tokens, generate(model, prompt, n_new))
     if not same and not random_weights:
         raise AssertionError("the compiled decode step changed the greedy tokens")
@@ -216,16 +208,16 @@ def compiled_vs_eager(model: GPT, n_new: int, repeats: int, device: torch.device
                   "tokens_per_s": n_new / t, "ms_per_token": 1e3 * t / n_new} for name, t in secs.items()]
         suffix = "" if threads == default else f"_{threads}thread"
         ratios[f"compiled_vs_eager{suffix}"] = secs["ours_eager_fit"] / secs["ours_compiled_fit"]
-        notes += [f"{threads} thread(s), where a {kind} step's time goes: {profile}" for kind, profile in profiles.items()]
+        notes += [f"{threads} thread(s), where a {kind} step's time goes: {top}" for kind, top in profiles.items()]
         if threads == default:
             compile_s = first_s - secs["ours_compiled_fit"]
             figures = {"compile_available": True, "compile_s": compile_s, "same_tokens_compiled_eager": same,
                        "ours_compiled_fit_tokens_per_s": n_new / secs["ours_compiled_fit"],
                        "ours_eager_fit_tokens_per_s": n_new / secs["ours_eager_fit"]}
     notes.insert(0, f"compiled: torch.compile(decode_one_token_static, fullgraph=True, dynamic=False), TorchInductor, "
-                    f"{n_new} greedy tokens after a 1-token prompt, against ours_eager_fit (ours_cache_fit timed again, "
-                    f"interleaved with it); compile {compile_s:.1f} s, one-off and not in the speeds (the on-disk "
-                    "Inductor cache makes later runs compile faster)")
+                    f"{n_new} greedy tokens after a 1-token prompt, against ours_eager_fit (ours_cache_fit timed "
+                    f"again, interleaved with it); compile {compile_s:.1f} s, one-off and not in the speeds (the "
+                    "on-disk Inductor cache makes later runs compile faster)")
     if min(ratios.values()) < 1.5:
         notes.append("compiling gave " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items()) + ": under the 1.5× "
                      "goal where below it. The profiles show what remains: the matrix products and the attention "
