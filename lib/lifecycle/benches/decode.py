@@ -218,6 +218,10 @@ def compiled_vs_eager(model: GPT, n_new: int, repeats: int, device: torch.device
                     f"{n_new} greedy tokens after a 1-token prompt, against ours_eager_fit (ours_cache_fit timed "
                     f"again, interleaved with it); compile {compile_s:.1f} s, one-off and not in the speeds (the "
                     "on-disk Inductor cache makes later runs compile faster)")
+    if len(ratios) > 1:
+        notes.append("at batch 1 on a shared machine the default-thread speeds swing with other load (a step's second "
+                     "thread waits at every parallel region's barrier, eager more often than compiled): "
+                     "compiled_vs_eager_1thread is the steadier figure")
     if min(ratios.values()) < 1.5:
         notes.append("compiling gave " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items()) + ": under the 1.5× "
                      "goal where below it. The profiles show what remains: the matrix products and the attention "
