@@ -220,7 +220,7 @@ def compiled_vs_eager(model: GPT, n_new: int, repeats: int, device: torch.device
                     "on-disk Inductor cache makes later runs compile faster)")
     if len(ratios) > 1:
         notes.append("at batch 1 on a shared machine the default-thread speeds swing with other load (a step's second "
-                     "thread waits at every parallel region's barrier, eager more often than compiled): "
+                     "thread waits at every parallel region's barrier): "
                      "compiled_vs_eager_1thread is the steadier figure")
     if min(ratios.values()) < 1.5:
         notes.append("compiling gave " + ", ".join(f"{k} {v:.2f}×" for k, v in ratios.items()) + ": under the 1.5× "
