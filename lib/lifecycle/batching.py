@@ -212,10 +212,8 @@ class SlotCache:
 
     def view(self) -> KVCache:
         """A KVCache over rows 0..n-1 that shares storage with the full cache (writes go through)."""
-        v = object.__new__(KVCache)
         c = self.cache
-        v.k, v.v, v.length, v.key_mask = c.k[:, :self.n], c.v[:, :self.n], c.length, c.key_mask[:self.n]
-        return v
+        return KVCache(c.k[:, :self.n], c.v[:, :self.n], c.length, c.key_mask[:self.n])
 
     def shift(self, by: int) -> None:
         """Move every row's columns by `by` (> 0 right, to make room for a longer prompt; < 0 left, compaction)."""

@@ -286,7 +286,7 @@ class PrefixCache:
             self._entries.move_to_end(ids)
             return self._entries[ids]
         p = next(self.model.parameters())
-        cache = KVCache(self.model.config, 1, max_len=len(ids), device=p.device, dtype=p.dtype)
+        cache = KVCache.allocate(self.model.config, 1, max_len=len(ids), device=p.device, dtype=p.dtype)
         logits = prefill(self.model, torch.tensor([ids], device=p.device), cache)  # (1, V)
         entry = PrefixEntry(ids, cache, logits, cache.nbytes() + logits.numel() * logits.element_size())
         if entry.nbytes > self.max_bytes:

@@ -8,7 +8,8 @@ names follow Hugging Face's `GPT2LMHeadModel`, so `to_hf_gpt2` ports our weights
 The KV cache lives beside the model, not inside it: `KVCache` preallocates keys and values for every layer,
 `GPT.forward(idx, cache=cache)` writes the new positions into it and attends over everything cached so far.
 The same forward serves training (no cache), prefill (many tokens into an empty cache), decode (one token),
-verification of several drafted tokens (speculative decoding), and padded batches (`key_mask`).
+verification of several drafted tokens (speculative decoding), and padded batches (`key_mask`). Given the position
+as a tensor (`input_pos`), it takes a static path whose shapes never change, the one `lifecycle.compiled` compiles.
 The forward pass uses PyTorch's fused attention (SDPA), which never stores the attention weights;
 `attention_weights(model, idx)` computes them explicitly, every layer and head, to look at (lesson 01).
 
@@ -80,27 +81,34 @@ def preset(name: str, **overrides) -> GPTConfig:
     return replace(PRESETS[name], **overrides)
 
 
+@dataclass(eq=False)
 class KVCache:
-    """Preallocated keys and values of every layer: k, v of shape (n_layer, B, nh, max_len, hs).
+    """Keys and values of every layer: k, v of shape (n_layer, B, nh, max_len, hs), preallocated.
 
     `length` positions are filled. An optional `key_mask` (B, max_len) marks which cached positions each row may
     attend to (False for padding), so rows of a batch can hold prompts of different lengths.
+    `KVCache.allocate(config, ...)` (or `for_model`) makes an empty one; `KVCache(k, v, length)` wraps tensors that
+    exist already, e.g. some rows of a bigger cache: it shares their storage, so writes go through.
     """
 
-    def __init__(self, config: GPTConfig, batch_size: int = 1, max_len: int | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    k: torch.Tensor  # (n_layer, B, nh, max_len, hs)
+    v: torch.Tensor
+    length: int = 0
+    key_mask: torch.Tensor | None = None  # (B, max_len) bool, or None: every row attends to every cached key
+
+    @classmethod
+    def allocate(cls, config: GPTConfig, batch_size: int = 1, max_len: int | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> "KVCache":
+        """An empty cache of max_len positions (default: the context window) for `batch_size` rows."""
         max_len = max_len or config.block_size
-        hs = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, max_len, hs)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
-        self.key_mask: torch.Tensor | None = None
+        shape = (config.n_layer, batch_size, config.n_head, max_len, config.n_embd // config.n_head)
+        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
 
     @classmethod
     def for_model(cls, model: "GPT", batch_size: int = 1, max_len: int | None = None) -> "KVCache":
+        """An empty cache on the model's device, in its dtype."""
         p = next(model.parameters())
-        return cls(model.config, batch_size, max_len, p.device, p.dtype)
+        return cls.allocate(model.config, batch_size, max_len, p.device, p.dtype)
 
     @property
     def max_len(self) -> int:
@@ -110,8 +118,21 @@ class KVCache:
     def batch_size(self) -> int:
         return self.k.shape[1]
 
-    def write(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nh, T, hs) at positions start..start+T; return all keys/values up to there."""
+    def write(self, layer: int, start: int | torch.Tensor, k: torch.Tensor,
+              v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, nh, T, hs) at positions start..start+T; return all keys/values up to there (B, nh, S, hs).
+
+        start may instead be a (T,) tensor of positions (the static path, see `GPT.forward`'s input_pos): k, v
+        then go to those slots by index and all max_len slots come back, so the shapes are the same at every step.
+        """
+        if isinstance(start, torch.Tensor):
+            # one index_put into the whole buffer: writing through the view self.k[layer] would make torch.compile
+            # copy the layer's entire cache every step. Two tensor indices around slices put their dim first, so
+            # the values go in as (T, B, nh, hs).
+            at = (torch.tensor([layer], device=start.device), slice(None), slice(None), start)
+            self.k[at] = k.permute(2, 0, 1, 3)
+            self.v[at] = v.permute(2, 0, 1, 3)
+            return self.k[layer], self.v[layer]  # (B, nh, max_len, hs)
         end = start + k.shape[2]
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
@@ -128,10 +149,8 @@ class KVCache:
         self.key_mask = None
 
     def clone(self) -> "KVCache":
-        new = object.__new__(KVCache)
-        new.k, new.v, new.length = self.k.clone(), self.v.clone(), self.length
-        new.key_mask = None if self.key_mask is None else self.key_mask.clone()
-        return new
+        key_mask = None if self.key_mask is None else self.key_mask.clone()
+        return KVCache(self.k.clone(), self.v.clone(), self.length, key_mask)
 
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2
@@ -162,7 +181,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, layer: int = 0, cache: KVCache | None = None, start: int = 0, mask=None):
+    def forward(self, x, layer: int = 0, cache: KVCache | None = None, start: int | torch.Tensor = 0, mask=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -250,29 +269,41 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
-                positions: torch.Tensor | None = None, key_mask: torch.Tensor | None = None):
+                positions: torch.Tensor | None = None, key_mask: torch.Tensor | None = None,
+                input_pos: torch.Tensor | None = None):
         """Logits (B, T, V) for tokens idx (B, T), and the mean cross-entropy if `targets` are given.
 
         cache: new keys/values go to positions cache.length.. and attention spans everything cached.
         positions: (B, T) position ids, for rows that are left-padded; default start + 0..T-1.
         key_mask: (B, T) bool, False at padding tokens that no query may attend to.
+        input_pos: (T,) long tensor, the positions of the new tokens: the static path, for torch.compile (below).
         """
         B, T = idx.shape
-        start = cache.length if cache is not None else 0
-        S = start + T
-        if S > (cache.max_len if cache is not None else self.config.block_size):
-            raise ValueError(f"{S} positions exceed the context window of {self.config.block_size} tokens; "
-                             "generate() slides the window for you (see lifecycle.generate)")
-        if positions is None:
-            pos_emb = self.transformer.wpe.weight[start:S]  # (T, C)
+        if input_pos is not None:
+            # The static path (after gpt-fast): the position is a tensor, not the Python int cache.length, keys
+            # go to their slots by index and attention spans all max_len slots under a mask, so every decode step
+            # has the same shapes and torch.compile compiles it once. cache.length is left to the caller.
+            if cache is None or cache.key_mask is not None or positions is not None or key_mask is not None:
+                raise ValueError("input_pos needs a cache without padding (no key_mask, no positions)")
+            start, pos_emb = input_pos, self.transformer.wpe(input_pos)  # (T, C)
+            slots = torch.arange(cache.max_len, device=idx.device)
+            mask = (slots <= input_pos[:, None])[None, None]  # (1, 1, T, max_len): query at p sees slots 0..p
         else:
-            pos_emb = self.transformer.wpe(positions)  # (B, T, C)
+            start = cache.length if cache is not None else 0
+            S = start + T
+            if S > (cache.max_len if cache is not None else self.config.block_size):
+                raise ValueError(f"{S} positions exceed the context window of {self.config.block_size} tokens; "
+                                 "generate() slides the window for you (see lifecycle.generate)")
+            if positions is None:
+                pos_emb = self.transformer.wpe.weight[start:S]  # (T, C)
+            else:
+                pos_emb = self.transformer.wpe(positions)  # (B, T, C)
+            mask = self._attention_mask(B, T, start, cache, key_mask, idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + pos_emb)
-        mask = self._attention_mask(B, T, start, cache, key_mask, idx.device)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, layer, cache, start, mask)
-        if cache is not None:
-            cache.length = S
+        if cache is not None and input_pos is None:
+            cache.length = start + T
         logits = self.lm_head(self.transformer.ln_f(x))
         if targets is None:
             return logits, None

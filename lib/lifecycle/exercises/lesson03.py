@@ -48,9 +48,7 @@ def check_top_p_probs(fn) -> bool | None:
 
 def reference_decode_attention(q, k_new, v_new, cache_k, cache_v, pos):
     """KVCache.write into a one-layer view of the given tensors, then the model's single-query attention."""
-    cache = object.__new__(KVCache)
-    cache.k, cache.v = cache_k.unsqueeze(0), cache_v.unsqueeze(0)  # (1, B, nh, max_len, hs): views, writes go through
-    cache.length, cache.key_mask = pos, None
+    cache = KVCache(cache_k.unsqueeze(0), cache_v.unsqueeze(0), length=pos)  # (1, B, nh, max_len, hs): views
     keys, values = cache.write(0, pos, k_new, v_new)  # (B, nh, pos + 1, hs)
     y = F.scaled_dot_product_attention(q, keys, values)  # one query may see every cached key: no mask
     return {"output": y, "cache_k": cache_k, "cache_v": cache_v}
