@@ -256,3 +256,13 @@ def test_displaying_a_dashboard_publishes_widget_and_png_together(monkeypatch):
     (bundle,), kw = published[0]
     assert kw == {"raw": True} and {"image/png", "application/vnd.jupyter.widget-view+json"} <= set(bundle)
 
+
+
+def test_a_table_widget_saves_html_beside_the_live_widget():
+    import ipywidgets
+    w = ipywidgets.IntSlider()
+    bundle = snapshot_bundle(w, html="<table><tr><td>hit rate</td><td>41%</td></tr></table>")
+    assert bundle["text/html"].startswith("<table>") and "image/png" not in bundle
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
+    with pytest.raises(ValueError, match="png bytes or html"):
+        snapshot_bundle(w)

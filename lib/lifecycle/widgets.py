@@ -357,22 +357,30 @@ def pricing_dashboard(training_usd: float, ms_per_token: float, usd_per_hour: fl
 
 # ---- a static picture beside the live widget (engineer H4b) ----
 
-def snapshot_bundle(widget: widgets.Widget, png: bytes, text: str = "") -> dict:
-    """One display bundle: the live widget (for front ends with a widget manager) and a PNG (for every other).
+def snapshot_bundle(widget: widgets.Widget, png: bytes | None = None, text: str = "", html: str = "") -> dict:
+    """One display bundle: the live widget (for front ends with a widget manager) and a static picture of its
+    starting state for every other: a PNG, or HTML where the widget shows a table rather than a plot.
 
     A front end shows the richest type it can render: JupyterLab, Notebook, VS Code and Colab the widget; GitHub's
     and nbviewer's static pages, which cannot run widgets, the picture saved in the notebook.
     """
-    return {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
-                                                         "model_id": widget.model_id},
-            "image/png": base64.b64encode(bytes(png)).decode("ascii"),
-            "text/plain": text or f"{type(widget).__name__} (a live widget; run the notebook to use it)"}
+    if png is None and not html:
+        raise ValueError("a snapshot needs a picture of the widget's starting state: png bytes or html")
+    bundle = {"application/vnd.jupyter.widget-view+json": {"version_major": 2, "version_minor": 0,
+                                                           "model_id": widget.model_id}}
+    if html:
+        bundle["text/html"] = html
+    if png is not None:
+        bundle["image/png"] = base64.b64encode(bytes(png)).decode("ascii")
+    bundle["text/plain"] = text or f"{type(widget).__name__} (a live widget; run the notebook to use it)"
+    return bundle
 
 
-def display_with_snapshot(widget: widgets.Widget, png: bytes, text: str = "") -> None:
-    """Display `widget`, saving `png` (a picture of its starting state) in the same output for static viewers."""
+def display_with_snapshot(widget: widgets.Widget, png: bytes | None = None, text: str = "", html: str = "") -> None:
+    """Display `widget`, saving a picture of its starting state (`png`, or `html`) in the same output for static
+    viewers."""
     from IPython.display import display
-    display(snapshot_bundle(widget, png, text), raw=True)
+    display(snapshot_bundle(widget, png, text, html), raw=True)
     if hasattr(widget, "_handle_displayed"):  # ipywidgets 7 (Colab) runs its on_displayed callbacks here
         widget._handle_displayed()
 
