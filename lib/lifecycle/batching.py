@@ -40,7 +40,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .device import synchronize, timed
+from .device import synchronize
+from .measure.timing import timed
 from .generate import check_sampling, decode_one_token, prefill, sample
 from .model import GPT, KVCache
 
@@ -553,5 +554,5 @@ def decode_runner(model: GPT, batch_size: int, context: int = 32, steps: int = 3
 def measure_decode(model: GPT, batch_size: int, context: int = 32, steps: int = 32, repeats: int = 3) -> dict:
     """ms per decode step and tokens/s at one batch size (median of `repeats` timed runs after a warm-up)."""
     device = next(model.parameters()).device
-    sec = timed(decode_runner(model, batch_size, context, steps), device, repeats=repeats) / steps
+    sec = timed(decode_runner(model, batch_size, context, steps), device, repeats=repeats).median / steps
     return {"batch_size": batch_size, "ms_per_step": 1e3 * sec, "tokens_per_s": batch_size / sec}

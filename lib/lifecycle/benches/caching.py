@@ -13,17 +13,18 @@ Lesson 07 calls `load_model`, `serve_variants`, `ttft` and `hit_rate_sweep`, so 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
 from .. import zoo
-from ..bench import Report, interleaved
+from ..bench import Report
 from ..caching import (PrefixCache, ResponseCache, StreamConfig, che_hit_rate, query_ids, query_stream, serve,
                        simulate_hit_rate, zipf_popularity)
 from ..device import pick_device
 from ..generate import prefill, sample
-from ..model import GPT, KVCache, preset
+from ..measure.standin import cached_or_standin
+from ..measure.timing import interleaved
+from ..model import GPT, KVCache
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,8 @@ QUICK = BenchConfig(stream=replace(BenchConfig().stream, n_queries=40), max_new_
 def load_model(allow_stand_in: bool = True) -> tuple[GPT, object, str]:
     """(model, tokenizer, note): the trained teacher if it is cached; else, if allowed, an untrained model of the
     same shape (speed depends on the shape, not on the weights), so the benchmark never waits for training."""
-    device = pick_device()
-    tok = zoo.corpus().tokenizer
-    if not allow_stand_in or Path(f"{zoo.model_path('teacher', device)}.json").exists():
-        return zoo.get("teacher", device, progress=False), tok, "model: the trained teacher"
-    torch.manual_seed(0)
-    model = GPT(preset(zoo.teacher_preset(device), vocab_size=tok.vocab_size)).to(device).eval()
-    return model, tok, "model: an untrained stand-in of the teacher's shape (the teacher is not cached yet)"
+    loaded = cached_or_standin("teacher", pick_device(), allow_stand_in)
+    return loaded.model, zoo.corpus().tokenizer, loaded.note
 
 
 def serve_variants(model: GPT, tok, prompts: list[str], max_new_tokens: int, capacity: int, system_prompt: str,
@@ -86,7 +82,7 @@ def serve_variants(model: GPT, tok, prompts: list[str], max_new_tokens: int, cap
     for name in variants:
         served, pc = last[name], last[name + "/prefixes"]
         prefilled = pc.stats.tokens_prefilled if pc is not None else sum(s.tokens_prefilled for s in served)
-        out[name] = {"seconds": times[name]["median"], "served": served, "prefill_tokens": prefilled}
+        out[name] = {"seconds": times[name].median, "served": served, "prefill_tokens": prefilled}
     return out
 
 
@@ -105,7 +101,7 @@ def ttft(model: GPT, prompt_ids: list[int], prefix_ids: list[int], repeats: int 
         return sample(prefixes.prefill(prompt_ids)[0])
 
     t = interleaved({"full": full, "cached": cached}, repeats=repeats, warmup=2, device=device)
-    full_s, cached_s = t["full"]["median"], t["cached"]["median"]
+    full_s, cached_s = t["full"].median, t["cached"].median
     return {"full_ms": 1e3 * full_s, "cached_ms": 1e3 * cached_s, "speedup": full_s / cached_s,
             "prompt_tokens": len(prompt_ids), "prefix_tokens": len(prefix_ids)}
 

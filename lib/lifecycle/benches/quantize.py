@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from .. import zoo
-from ..bench import Report, interleaved
-from ..device import num_threads, supports_dtype, timed
+from ..bench import Report
+from ..device import num_threads, supports_dtype
 from ..generate import generate
+from ..measure.timing import interleaved, paired_ratios, timed
 from ..quantize import (FLOAT_DTYPES, QuantConfig, agreement_text, fused_int8_linear, greedy_choices, nbytes,
                         prompt_set, quantize_linear, quantize_model, reference_int8, val_loss)
 
@@ -95,8 +96,8 @@ def speed(models: dict, val_data: torch.Tensor, m: MeasureConfig = MeasureConfig
     prompts = prompt_set(val_data, m.big_batch, m.speed_prompt, seed=1).to(device)
     one = interleaved({k: _decode(v, prompts[:1], m.speed_tokens) for k, v in models.items()}, m.repeats, device=device)
     many = interleaved({k: _decode(v, prompts, m.speed_tokens) for k, v in models.items()}, m.repeats, device=device)
-    return {k: {"ms_per_token": 1e3 * one[k]["median"] / m.speed_tokens,
-                "tokens_per_s": m.big_batch * m.speed_tokens / many[k]["median"]} for k in models}
+    return {k: {"ms_per_token": 1e3 * one[k].median / m.speed_tokens,
+                "tokens_per_s": m.big_batch * m.speed_tokens / many[k].median} for k in models}
 
 
 def table(models: dict, qual: dict, spd: dict | None = None, baseline: str = "fp32") -> list[dict]:
@@ -168,14 +169,14 @@ def _sweep_width(width: int, batches, repeats: int, target_s: float) -> list[dic
     for batch in batches:
         x = torch.randn(batch, width)  # (B, width)
         with torch.inference_mode():
-            once = timed(lambda: layers["fp32"](x), repeats=3, warmup=1)
+            once = timed(lambda: layers["fp32"](x), repeats=3, warmup=1).median
             reps = max(1, round(target_s / max(once, 1e-7)))  # the same number of calls for every format
             t = interleaved({k: (lambda m=m: [m(x) for _ in range(reps)]) for k, m in layers.items()}, repeats)
         row = {"width": width, "batch": batch, "weight MB (fp32)": 4 * width * width / 1e6}
         for k in layers:
-            row[f"{k} µs"] = 1e6 * t[k]["median"] / reps
+            row[f"{k} µs"] = 1e6 * t[k].median / reps
         for k in SWEEP_VARIANTS[1:]:
-            per_round = [a / b for a, b in zip(t["fp32"]["all"], t[k]["all"])]  # paired rounds
+            per_round = paired_ratios(t["fp32"], t[k]).all  # paired rounds
             q1, median, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
             row[f"{k} vs fp32"] = statistics.median(per_round)
             row[f"{k} vs fp32 spread"] = (min(q1, row[f"{k} vs fp32"]), max(q3, row[f"{k} vs fp32"]))

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
-
-import torch
 
 from .. import zoo
 from ..bench import Report
@@ -28,7 +25,8 @@ from ..caching import SYSTEM_PROMPT
 from ..costs import SEED, usd_per_million_tokens
 from ..device import pick_device
 from ..loadtest import LoadConfig, make_load
-from ..model import GPT, preset
+from ..measure.standin import cached_or_standin
+from ..model import GPT
 from ..serve import Engine, RunResult, StackConfig, simulate
 
 MAX_BATCH = 16
@@ -60,15 +58,8 @@ def load_models(allow_stand_in: bool = True) -> tuple[GPT, GPT, object, str]:
     """(teacher, student, tokenizer, note): the trained models if cached; else, if allowed, untrained models of the
     same shapes (speed depends on the shape; quality and the draft's acceptance do not carry over)."""
     device = pick_device()
-    tok = zoo.corpus().tokenizer
-    cached = all(Path(f"{zoo.model_path(n, device)}.json").exists() for n in ("teacher", "student"))
-    if cached or not allow_stand_in:
-        return (zoo.get("teacher", device, progress=False), zoo.get("student", device, progress=False), tok,
-                "models: the trained teacher; the distilled student drafts")
-    torch.manual_seed(0)
-    teacher = GPT(preset(zoo.teacher_preset(device), vocab_size=tok.vocab_size)).to(device).eval()
-    student = GPT(preset("student", vocab_size=tok.vocab_size)).to(device).eval()
-    return teacher, student, tok, "models: untrained stand-ins of the teacher's and student's shapes (not cached yet)"
+    teacher, student = (cached_or_standin(name, device, allow_stand_in) for name in ("teacher", "student"))
+    return teacher.model, student.model, zoo.corpus().tokenizer, f"{teacher.note}; {student.note}"
 
 
 def measure(teacher: GPT, student: GPT, tok, load, configs: dict[str, StackConfig], repeats: int = 1,

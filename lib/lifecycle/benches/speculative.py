@@ -1,84 +1,71 @@
 """`python -m lifecycle.bench speculative`: the teacher alone vs speculative decoding with the distilled student.
 
-Greedy decoding of 256 new tokens after each prompt of a fixed set (slices of the validation text, one long enough
-that generation crosses the teacher's context window), timed interleaved in one process (A B C … A B C …):
+How gamma is chosen: before anything is timed, on a separate calibration run (other prompts, not reused):
+  c      = the per-step cost ratio at one token: the median time of one cached draft forward pass over one new
+           token ÷ the same for the teacher (`step_cost_ratio`, interleaved, after a 200-token context);
+  alpha  = the greedy acceptance rate of the draft's proposals on the calibration prompts (at gamma 4);
+  gamma* = the gamma in 1..8 that Leviathan et al. (2023)'s formula predicts fastest at that alpha and c
+           (`lifecycle.speculative.best_gamma`).
+The headline is the run at gamma*, whatever the sweep around it shows.
+
+The timed run: greedy decoding of 256 new tokens after each prompt of a fixed set (slices of the validation text, one
+long enough that generation crosses the teacher's context window), every variant timed by
+`lifecycle.measure.timing.interleaved` (one warm-up round, then rounds with one call of each variant, the order
+reversed every round):
 
     teacher    lifecycle.generate.generate(teacher): one decode step per token
-    draft      generate(student): the draft alone, to measure the cost ratio c
-    spec_gG    lifecycle.speculative.speculative_generate(teacher, student, gamma=G), for each G in the sweep
+    draft      generate(student): the draft alone (its decode time ÷ the teacher's is reported as c_decode)
+    spec_gG    lifecycle.speculative.speculative_generate(teacher, student, gamma=G), for gamma* and a sweep around it
 
-c = draft time ÷ teacher time for the same number of tokens (a draft step's cost in target steps, measured, since
-at this size a step's cost follows depth and per-call overhead more than parameter count). The acceptance rate
-alpha and tokens per target call come from the speculative runs themselves (greedy, so they are deterministic).
-predicted = (1 - alpha^(G+1)) / ((1 - alpha)(G c + 1)) (Leviathan et al. 2023); measured = teacher time ÷
-spec_gG time. Both c and the measured speedups are ratios of each variant's fastest repeat (`fastest_ratio`: a busy
-machine only adds time, so the fastest run is the least disturbed; the variants are interleaved, so a quiet stretch
-is as likely to fall on any of them). Every speculative run's tokens are checked against the teacher's own: they
-must be identical.
+measured = median teacher time ÷ median spec_gG time, with the spread of the per-round paired ratios (min, max).
+predicted = (1 - alpha^(G+1)) / ((1 - alpha)(G c + 1)), the paper's formula, with alpha measured on the timed run at
+that G and c measured at one token as above. The paper prices the target's pass over G + 1 tokens as one decode step;
+on a CPU at this size it costs more, so each row also gives that pass's measured cost (`forward_costs`) and the
+prediction that uses it. Every speculative run's tokens are checked against the teacher's own: they must be identical.
 
-The paper's model prices the target's pass over G + 1 tokens as one decode step; on a CPU at this size it costs more,
-so each row also gives that pass's measured cost (forward_costs) and the prediction that uses it.
+The peer: Hugging Face transformers' assisted generation (`generate(assistant_model=...)`) with the same two models
+ported to GPT2LMHeadModel, gamma* drafts per round (constant schedule, no confidence stop), against its own plain
+greedy `generate`, on the prompts that fit the context window (Hugging Face's GPT-2 does not slide it). Both must give
+the teacher's tokens.
 
-Drafting that stops early (`confidence`: the draft ends its round after a proposal it gave less probability than
-that) is timed too, as spec_gG_cP rows. The paper's closed form assumes G drafts every round, so those rows are priced
-with the same cost model fed the run's own counts (`speedup_from_counts`: tokens per target call over drafts per
-round times c plus the verify pass).
+Beyond greedy continuations: speculative sampling at temperature 0.8 against the teacher's own sampling at 0.8
+(`sampled_speed`, at gamma*, two prompts, medians), and the expected acceptance rate along held-out validation text
+that neither model wrote (`heldout_acceptance`, greedy and at 0.8).
 
-The peer: Hugging Face transformers' assisted generation (`generate(assistant_model=...)`, the library that does
-speculative decoding for real) with the same two models ported to GPT2LMHeadModel, set to the best row's G and
-confidence, against its own plain greedy `generate`, on the prompts that fit the context window (Hugging Face's GPT-2
-does not slide it). Both must give the teacher's tokens.
-
-Beyond greedy continuations (which tend to loop, and which the distilled draft was partly trained on): speculative
-sampling at temperature 0.8 against the teacher's own sampling at 0.8 (`sampled_speed`, the best fixed G, two
-prompts), and the expected acceptance rate along held-out validation text that neither model wrote
-(`heldout_acceptance`, greedy and at 0.8: the mean of sum_x min(p, q) over every position).
-
-Ratios: speedup = the best row's measured speedup; sampled_speedup = the same for sampling at 0.8; measured_vs_predicted = that speedup ÷ its prediction;
-fixed_gamma_speedup and fixed_gamma_measured_vs_predicted = the same for the best row with a fixed G (the paper's
-algorithm and formula as written); hf_assisted_speedup = Hugging Face plain ÷ Hugging Face assisted; ours_vs_hf =
-Hugging Face assisted time ÷ our speculative time on the same prompts.
---quick: 128 new tokens, two prompts, G in {2, 4, 6} plus G 6 with confidence 0.4, and random weights when a model is
-not cached (said in the notes; alpha is then meaningless but the code path and the timing harness are exercised).
+Ratios: speedup = measured at gamma*; measured_vs_predicted = that ÷ the formula's prediction; sampled_speedup = the
+same for sampling at 0.8; hf_assisted_speedup = Hugging Face plain ÷ Hugging Face assisted; ours_vs_hf = Hugging
+Face assisted time ÷ our speculative time on the same prompts. The sweep's best row is in the figures only (the best
+of several noisy ratios is biased upward).
+--quick: 128 new tokens, two prompts, G in {2, 4, 6} and gamma*, and random weights when a model is not cached (said
+in the notes; alpha is then meaningless but the code path and the timing harness are exercised).
 """
 from __future__ import annotations
-
-import statistics
-import time
 
 import torch
 
 from .. import zoo
-from ..bench import Report, interleaved
-from ..device import pick_device, synchronize
+from ..bench import Report
+from ..device import pick_device
 from ..generate import generate, logits_to_probs
-from ..model import GPT, KVCache, preset
-from ..speculative import SpecStats, acceptance_probability, expected_speedup, speculative_generate, \
+from ..measure.standin import cached_or_standin
+from ..measure.timing import Timing, interleaved, paired_ratios
+from ..model import GPT, KVCache
+from ..speculative import SpecStats, acceptance_probability, best_gamma, expected_speedup, speculative_generate, \
     speedup_from_counts
-from ..train import CheckpointError, read_checkpoint_meta
+
+MAX_GAMMA = 8  # gamma* is chosen in 1..MAX_GAMMA
+CALIBRATION_GAMMA = 4  # the gamma at which the calibration run measures alpha
+CALIBRATION_OFFSET = 200_000  # calibration prompts start here in the validation text, far from the timed ones
 
 
-def load(name: str, device: torch.device, train_if_missing: bool) -> tuple[GPT, str | None]:
-    """Model `name` from the zoo, or (quick run, not cached) its architecture with random weights and a note."""
-    try:
-        read_checkpoint_meta(zoo.model_path(name, device))
-    except CheckpointError:
-        if not train_if_missing:
-            torch.manual_seed(0)
-            vocab = zoo.corpus().tokenizer.vocab_size
-            base = preset(zoo.teacher_preset(device), vocab_size=vocab)
-            cfg = base if name == "teacher" else preset("student", vocab_size=vocab, block_size=base.block_size)
-            return GPT(cfg).to(device).eval(), f"{name} not cached: random weights (timing only, alpha meaningless)"
-    return zoo.get(name, device, progress=False), None
-
-
-def prompt_set(n_prompts: int = 4, device: torch.device | str = "cpu") -> list[torch.Tensor]:
-    """Fixed prompts: slices of the validation text, 24 to 24 * 4^(n-1) tokens long (capped below the window)."""
+def prompt_set(n_prompts: int = 4, device: torch.device | str = "cpu", offset: int = 1000) -> list[torch.Tensor]:
+    """Fixed prompts: slices of the validation text from `offset` on, 24 to 24 * 4^(n-1) tokens long (capped below
+    the window)."""
     val = zoo.corpus().val
     prompts = []
     for i in range(n_prompts):
         length = min(24 * 4 ** i, 320)
-        start = 1000 + 7919 * i
+        start = offset + 7919 * i
         prompts.append(val[start:start + length].to(device))
     return prompts
 
@@ -90,8 +77,8 @@ def setting_name(gamma: int, confidence: float = 0.0) -> str:
 
 def time_decoders(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int,
                   settings: list[tuple[int, float]], repeats: int = 3,
-                  device: torch.device | str = "cpu") -> dict[str, list[float]]:
-    """Seconds to decode n_new greedy tokens after every prompt, per variant and repeat (interleaved).
+                  device: torch.device | str = "cpu") -> dict[str, Timing]:
+    """Seconds to decode n_new greedy tokens after every prompt, per variant (interleaved, medians and spread).
 
     settings: (gamma, confidence) pairs, one speculative variant each.
     """
@@ -103,16 +90,7 @@ def time_decoders(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: i
     for g, conf in settings:
         variants[setting_name(g, conf)] = run_all(
             lambda p, g=g, conf=conf: speculative_generate(target, draft, p, n_new, gamma=g, confidence=conf))
-    return {name: t["all"] for name, t in interleaved(variants, repeats=repeats, device=device).items()}
-
-
-def fastest_ratio(numerator: list[float], denominator: list[float]) -> float:
-    """min(numerator) / min(denominator): the ratio of each variant's fastest repeat.
-
-    A shared machine only ever adds time (another tenant, a throttled core), and on the course's small VMs a slow
-    stretch can double one run; the fastest repeat of each variant is the least disturbed measurement of it.
-    """
-    return min(numerator) / min(denominator)
+    return interleaved(variants, repeats=repeats, device=device)
 
 
 def acceptance(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamma: int,
@@ -130,21 +108,24 @@ def acceptance(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int,
 
 
 def sweep(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gammas: list[int],
-          repeats: int = 3, device: torch.device | str = "cpu",
-          early_stops: list[tuple[int, float]] = ()) -> tuple[list[dict], float, dict[str, float]]:
-    """One row per gamma (and per (gamma, confidence) in early_stops), the measured c, and the fastest seconds of each
-    timed variant.
+          repeats: int = 3, device: torch.device | str = "cpu", early_stops: list[tuple[int, float]] = (),
+          c: float | None = None) -> tuple[list[dict], float, dict[str, float]]:
+    """One row per gamma (and per (gamma, confidence) in early_stops), the cost ratio c, and the median seconds of
+    each timed variant.
 
-    A row holds alpha, tokens per target call, drafts per round, the measured speedup, the prediction (the paper's
-    formula from (alpha, gamma, c) for a fixed gamma; the cost model fed the counts when drafting stops early), the
-    measured cost of the target's pass over the drafts + 1 tokens (in one-token passes), and the prediction that uses
-    it instead of the paper's 1.
+    c is the per-step cost ratio at one token (`step_cost_ratio`), measured here unless given. A row holds alpha,
+    tokens per target call, drafts per round, the measured speedup (ratio of medians) and the spread of the per-round
+    paired ratios, the paper's prediction from (alpha, gamma, c) for a fixed gamma (for drafting that stops early,
+    where the closed form does not apply, the same cost model fed the run's own counts, `speedup_from_counts`), the
+    measured cost of the target's pass over the drafts + 1 tokens (in one-token passes), and the prediction that
+    uses it instead of the paper's 1.
     """
     settings = [(g, 0.0) for g in gammas] + [(g, conf) for g, conf in early_stops]
-    times = time_decoders(target, draft, prompts, n_new, settings, repeats, device)
-    c = fastest_ratio(times["draft"], times["teacher"])
     top = max(g for g, _ in settings)
     context = min(200, target.config.block_size - top - 1)
+    if c is None:
+        c = step_cost_ratio(target, draft, context=context, device=device)
+    times = time_decoders(target, draft, prompts, n_new, settings, repeats, device)
     costs = forward_costs(target, list(range(1, top + 2)), context=context, device=device)
     references = [generate(target, p, n_new) for p in prompts]  # the teacher's own output, once per prompt
     rows = []
@@ -159,22 +140,63 @@ def sweep(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamm
             predicted = expected_speedup(stats["alpha"], g, c)
             with_verify = expected_speedup(stats["alpha"], g, c, verify)
         name = setting_name(g, conf)
+        per_round = paired_ratios(times["teacher"], times[name])  # teacher ÷ speculative, round by round
         rows.append({"gamma": g, "confidence": conf, "alpha": stats["alpha"],
                      "tokens_per_call": stats["tokens_per_call"], "drafts_per_round": k,
-                     "measured_speedup": fastest_ratio(times["teacher"], times[name]),
+                     "measured_speedup": times["teacher"].median / times[name].median,
+                     "speedup_min": per_round.low, "speedup_max": per_round.high,
                      "predicted_speedup": predicted, "verify_cost": verify,
                      "predicted_with_verify_cost": with_verify,
-                     "ms_per_token": 1e3 * min(times[name]) / (n_new * len(prompts)),
+                     "ms_per_token": 1e3 * times[name].median / (n_new * len(prompts)),
                      "identical_to_teacher": stats["identical"]})
-    return rows, c, {name: min(ts) for name, ts in times.items()}
+    return rows, c, {name: t.median for name, t in times.items()}
+
+
+@torch.inference_mode()
+def step_cost_ratio(target: GPT, draft: GPT, context: int = 200, passes: int = 8, repeats: int = 15,
+                    device: torch.device | str = "cpu") -> float:
+    """c: the median time of one cached forward pass of the draft over one new token ÷ the same for the target.
+
+    Each model first reads the same `context` random tokens into its cache; a timed call then runs `passes`
+    one-token passes, truncating the cache back after each, so every pass sees the same context. The two models
+    alternate (`interleaved`), so a busy stretch slows both alike.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, target.config.vocab_size, (1, context), generator=gen).to(device)  # (1, context)
+    one = torch.randint(0, target.config.vocab_size, (1, 1), generator=gen).to(device)  # (1, 1)
+    variants = {}
+    for name, model in (("target", target), ("draft", draft)):
+        cache = KVCache.for_model(model)
+        model(x, cache=cache)
+
+        def fn(model=model, cache=cache):
+            for _ in range(passes):
+                model(one, cache=cache)
+                cache.truncate(context)
+        variants[name] = fn
+    t = interleaved(variants, repeats=repeats, device=device)
+    return t["draft"].median / t["target"].median
+
+
+def choose_gamma(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, c: float,
+                 max_gamma: int = MAX_GAMMA) -> dict:
+    """gamma* fixed before any timed run: alpha measured greedily on calibration `prompts` (at CALIBRATION_GAMMA),
+    then the gamma in 1..max_gamma that the paper's formula predicts fastest at that alpha and the given c
+    (max_gamma when every proposal was accepted, where the formula grows without bound)."""
+    stats = acceptance(target, draft, prompts, n_new, CALIBRATION_GAMMA)
+    alpha = stats["alpha"]
+    gamma = best_gamma(alpha, c, max_gamma) if alpha < 1 else max_gamma
+    return {"gamma": gamma, "alpha": alpha, "c": c, "calibration_gamma": CALIBRATION_GAMMA,
+            "prompt_lengths": [len(p) for p in prompts], "n_new": n_new,
+            "predicted_speedup": expected_speedup(alpha, gamma, c) if alpha < 1 else None}
 
 
 def hf_peer(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamma: int, confidence: float = 0.0,
             repeats: int = 3, device: torch.device | str = "cpu") -> dict | None:
     """Hugging Face assisted generation vs its plain greedy generate, next to ours, on the prompts that fit the window.
 
-    None when transformers is not installed or no prompt fits. Returns the fastest seconds of each variant and whether
-    every output equals the teacher's own greedy tokens.
+    None when transformers is not installed or no prompt fits. Returns the median seconds of each variant, the
+    ratios of medians, and whether every output equals the teacher's own greedy tokens.
     """
     try:
         from ..model import to_hf_gpt2
@@ -207,12 +229,11 @@ def hf_peer(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, ga
                 "hf_teacher": lambda: [hf(p, False) for p in fit],
                 "hf_assisted": lambda: [hf(p, True) for p in fit]}
     # every variant already ran above (the identity check, the sweep), so no warm-up run is needed
-    times = {name: t["all"] for name, t in interleaved(variants, repeats=repeats, warmup=0, device=device).items()}
-    return {"prompt_lengths": [len(p) for p in fit], "identical_to_teacher": identical,
-            "seconds": {name: min(ts) for name, ts in times.items()},
-            "speedup": fastest_ratio(times["teacher"], times["speculative"]),
-            "hf_assisted_speedup": fastest_ratio(times["hf_teacher"], times["hf_assisted"]),
-            "ours_vs_hf": fastest_ratio(times["hf_assisted"], times["speculative"])}
+    med = {name: t.median for name, t in interleaved(variants, repeats=repeats, warmup=0, device=device).items()}
+    return {"prompt_lengths": [len(p) for p in fit], "identical_to_teacher": identical, "seconds": med,
+            "speedup": med["teacher"] / med["speculative"],
+            "hf_assisted_speedup": med["hf_teacher"] / med["hf_assisted"],
+            "ours_vs_hf": med["hf_assisted"] / med["speculative"]}
 
 
 # ---- beyond greedy continuations: sampling, and acceptance along held-out text ----
@@ -246,7 +267,7 @@ def sampled_speed(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: i
     """Speculative sampling at `temperature` against the teacher's own sampling at the same temperature, on `prompts`.
 
     Both are timed interleaved (each prompt with a fixed seed, so every repeat does the same work); the speedup is the
-    ratio of the fastest repeats. alpha and tokens per teacher call are pooled over the prompts, and `predicted` is the
+    ratio of the medians. alpha and tokens per teacher call are pooled over the prompts, and `predicted` is the
     paper's formula at that alpha and the given c. (Sampled output cannot be compared token for token; its
     distribution is checked separately, against the teacher's probabilities.)
     """
@@ -259,15 +280,14 @@ def sampled_speed(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: i
         runs.extend(speculative_generate(target, draft, p, n_new, gamma=gamma, temperature=temperature, seed=seed + i)
                     for i, p in enumerate(prompts))
 
-    times = {k: t["all"] for k, t in interleaved({"teacher": teacher_fn, "speculative": spec_fn}, repeats=repeats,
-                                                  device=device).items()}
+    times = interleaved({"teacher": teacher_fn, "speculative": spec_fn}, repeats=repeats, device=device)
     total = SpecStats(gamma, **{field: sum(getattr(st, field) for _, st in runs)
                                 for field in ("rounds", "proposed", "accepted", "rejected", "new_tokens")})
     return {"temperature": temperature, "gamma": gamma, "alpha": total.acceptance_rate,
             "tokens_per_call": total.tokens_per_target_call,
-            "measured_speedup": fastest_ratio(times["teacher"], times["speculative"]),
+            "measured_speedup": times["teacher"].median / times["speculative"].median,
             "predicted_speedup": expected_speedup(total.acceptance_rate, gamma, c),
-            "ms_per_token": 1e3 * min(times["speculative"]) / (n_new * len(prompts))}
+            "ms_per_token": 1e3 * times["speculative"].median / (n_new * len(prompts))}
 
 
 @torch.inference_mode()
@@ -275,8 +295,8 @@ def forward_costs(model: GPT, n_tokens: list[int], context: int = 200, repeats: 
                   device: torch.device | str = "cpu") -> dict[int, float]:
     """Median milliseconds of one cached forward pass over k new tokens after `context` cached ones, per k.
 
-    The passes alternate between the k values (k1 k2 … k1 k2 …) and the cache is truncated back after each, so every
-    pass sees the same context.
+    The passes alternate between the k values (`interleaved`, after a warm-up round) and the cache is truncated back
+    after each, so every pass sees the same context.
     """
     if context + max(n_tokens) > model.config.block_size:
         raise ValueError(f"context + max(n_tokens) = {context + max(n_tokens)} exceeds the window of "
@@ -285,61 +305,70 @@ def forward_costs(model: GPT, n_tokens: list[int], context: int = 200, repeats: 
     cache = KVCache.for_model(model)
     model(torch.randint(0, model.config.vocab_size, (1, context), generator=gen).to(device), cache=cache)
     inputs = {k: torch.randint(0, model.config.vocab_size, (1, k), generator=gen).to(device) for k in n_tokens}
-    times: dict[int, list[float]] = {k: [] for k in n_tokens}
-    for rep in range(repeats + 1):
-        for k, x in inputs.items():
-            synchronize(device)
-            t0 = time.perf_counter()
+
+    def one_pass(x: torch.Tensor):
+        def fn():
             model(x, cache=cache)
-            synchronize(device)
-            if rep:  # the first pass of each size is a warm-up
-                times[k].append(time.perf_counter() - t0)
             cache.truncate(context)
-    return {k: 1e3 * statistics.median(ts) for k, ts in times.items()}
+        return fn
+
+    times = interleaved({str(k): one_pass(x) for k, x in inputs.items()}, repeats=repeats, device=device)
+    return {k: 1e3 * times[str(k)].median for k in n_tokens}
 
 
 def run(quick: bool = False) -> Report:
     device = pick_device()
-    target, note_t = load("teacher", device, train_if_missing=not quick)
-    draft, note_d = load("student", device, train_if_missing=not quick)
-    n_new, gammas = (128, [2, 4, 6]) if quick else (256, list(range(1, 9)))
-    early_stops = [(6, 0.4)] if quick else [(6, 0.3), (6, 0.4), (6, 0.5)]
+    target, draft = (cached_or_standin(name, device, allow_stand_in=quick) for name in ("teacher", "student"))
+    notes = [target.note, draft.note]
+    target, draft = target.model, draft.model
+    n_new, sweep_gammas = (128, [2, 4, 6]) if quick else (256, list(range(1, MAX_GAMMA + 1)))
+    repeats = 3 if quick else 5
+    # 1. calibration, before anything is timed: c at one token, alpha on other prompts, gamma* from the formula
+    context = min(200, target.config.block_size - MAX_GAMMA - 2)
+    c = step_cost_ratio(target, draft, context=context, device=device)
+    choice = choose_gamma(target, draft, prompt_set(2, device, offset=CALIBRATION_OFFSET), n_new, c)
+    gamma = choice["gamma"]
+    # 2. the timed run: the teacher, the draft, gamma* and the sweep around it, all interleaved
     prompts = prompt_set(2 if quick else 4, device)
-    rows, c, times = sweep(target, draft, prompts, n_new, gammas, repeats=2 if quick else 3, device=device,
-                           early_stops=early_stops)
+    gammas = sorted(set(sweep_gammas) | {gamma})
+    rows, c, times = sweep(target, draft, prompts, n_new, gammas, repeats=repeats, device=device, c=c)
+    head = next(r for r in rows if r["gamma"] == gamma)
     best = max(rows, key=lambda r: r["measured_speedup"])
-    fixed = max((r for r in rows if not r["confidence"]), key=lambda r: r["measured_speedup"])
-    teacher_ms = 1e3 * times["teacher"] / (n_new * len(prompts))
-    peer = hf_peer(target, draft, prompts, n_new, best["gamma"], best["confidence"], repeats=2 if quick else 3,
-                   device=device)
+    n_tokens = n_new * len(prompts)
+    peer = hf_peer(target, draft, prompts, n_new, gamma, repeats=repeats, device=device)
     figures = {"n_new": n_new, "prompt_lengths": [len(p) for p in prompts], "c": c,
-               "teacher_ms_per_token": teacher_ms, "draft_ms_per_token": teacher_ms * c,
-               "best_gamma": best["gamma"], "best_confidence": best["confidence"], "acceptance_rate": best["alpha"],
-               "tokens_per_call": best["tokens_per_call"], "drafts_per_round": best["drafts_per_round"],
-               "predicted_speedup": best["predicted_speedup"],
-               "predicted_with_verify_cost": best["predicted_with_verify_cost"], "verify_cost": best["verify_cost"],
-               "best_fixed_gamma": fixed["gamma"], "fixed_gamma_acceptance_rate": fixed["alpha"],
-               "fixed_gamma_predicted_speedup": fixed["predicted_speedup"],
+               "c_decode": times["draft"] / times["teacher"], "gamma_choice": choice,
+               "teacher_ms_per_token": 1e3 * times["teacher"] / n_tokens,
+               "draft_ms_per_token": 1e3 * times["draft"] / n_tokens,
+               "gamma": gamma, "acceptance_rate": head["alpha"], "tokens_per_call": head["tokens_per_call"],
+               "predicted_speedup": head["predicted_speedup"], "speedup_min": head["speedup_min"],
+               "speedup_max": head["speedup_max"], "predicted_with_verify_cost": head["predicted_with_verify_cost"],
+               "verify_cost": head["verify_cost"], "sweep_best_gamma": best["gamma"],
+               "sweep_best_speedup": best["measured_speedup"],
                "all_identical_to_teacher": all(r["identical_to_teacher"] for r in rows),
-               "seconds": times, "hf_peer": peer}
-    sampled = sampled_speed(target, draft, prompts[:2], n_new, fixed["gamma"], c, repeats=2 if quick else 3,
-                            device=device)
+               "seconds": times, "repeats": repeats, "hf_peer": peer}
+    sampled = sampled_speed(target, draft, prompts[:2], n_new, gamma, c, repeats=repeats, device=device)
     val = zoo.corpus().val
     figures |= {"sampled": sampled, "heldout_alpha_greedy": heldout_acceptance(target, draft, val, 0.0),
                 "heldout_alpha_sampled": heldout_acceptance(target, draft, val, sampled["temperature"])}
-    ratios = {"speedup": best["measured_speedup"], "sampled_speedup": sampled["measured_speedup"],
-              "measured_vs_predicted": best["measured_speedup"] / best["predicted_speedup"],
-              "fixed_gamma_speedup": fixed["measured_speedup"],
-              "fixed_gamma_measured_vs_predicted": fixed["measured_speedup"] / fixed["predicted_speedup"]}
-    notes = [n for n in (note_t, note_d) if n]
-    notes.append(f"c = draft ÷ teacher time per token = {c:.3f}; best: gamma {best['gamma']}"
-                 + (f" stopping below confidence {best['confidence']:g}" if best["confidence"] else "")
-                 + f", alpha {best['alpha']:.3f}, {best['tokens_per_call']:.2f} tokens per teacher call")
+    ratios = {"speedup": head["measured_speedup"],
+              "measured_vs_predicted": head["measured_speedup"] / head["predicted_speedup"],
+              "sampled_speedup": sampled["measured_speedup"],
+              "sampled_measured_vs_predicted": sampled["measured_speedup"] / sampled["predicted_speedup"]}
+    notes.append(f"gamma* = {gamma}, fixed before the timed run: calibration alpha {choice['alpha']:.3f} (greedy, "
+                 f"gamma {CALIBRATION_GAMMA}, other prompts) and c = {c:.3f} (one-token cached pass, draft ÷ teacher) "
+                 "put into Leviathan's formula; the sweep's other gammas are in the table only")
+    notes.append(f"at gamma*: alpha {head['alpha']:.3f}, {head['tokens_per_call']:.2f} tokens per teacher call, "
+                 f"measured {head['measured_speedup']:.2f}x (paired rounds {head['speedup_min']:.2f}-"
+                 f"{head['speedup_max']:.2f}), predicted {head['predicted_speedup']:.2f}x (with the measured verify "
+                 f"cost {head['verify_cost']:.2f}: {head['predicted_with_verify_cost']:.2f}x); medians of {repeats} "
+                 "interleaved rounds after one warm-up round")
     if peer is None:
         notes.append("Hugging Face peer skipped: transformers is not installed or no prompt fits the window")
     else:
         ratios |= {"hf_assisted_speedup": peer["hf_assisted_speedup"], "ours_vs_hf": peer["ours_vs_hf"]}
-        notes.append(f"Hugging Face assisted generation on prompts of {peer['prompt_lengths']} tokens: "
-                     f"{peer['hf_assisted_speedup']:.2f}x its own plain generate; ours {peer['speedup']:.2f}x on the "
-                     f"same prompts; same tokens as the teacher: {peer['identical_to_teacher']}")
+        notes.append(f"Hugging Face assisted generation (gamma* drafts per round) on prompts of "
+                     f"{peer['prompt_lengths']} tokens: {peer['hf_assisted_speedup']:.2f}x its own plain generate; "
+                     f"ours {peer['speedup']:.2f}x on the same prompts; same tokens as the teacher: "
+                     f"{peer['identical_to_teacher']}")
     return Report(rows=rows, figures=figures, ratios=ratios, notes=notes)
