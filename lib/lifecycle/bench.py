@@ -49,12 +49,13 @@ def library_version(name: str) -> str:
 
 
 def machine_info() -> dict:
-    """Where a benchmark ran: the device, CPU count, torch's thread count, and the versions of the libraries whose
-    kernels the benchmarks time (torch, and the peers' transformers and torchao)."""
+    """Where a benchmark ran: the device, CPU count, torch's thread count, the versions of the libraries whose
+    kernels the benchmarks time (torch, and the peers' transformers and torchao), and how busy the machine was."""
     device = pick_device()
     return {"device": str(device), "device_name": device_name(device), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": library_version("transformers"), "torchao": library_version("torchao"),
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # others' work too
             "python": platform.python_version(), "platform": platform.platform()}
 
 

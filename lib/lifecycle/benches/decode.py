@@ -32,6 +32,7 @@ on the weights' values; said in the notes). A full run loads the teacher, traini
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import warnings
 
@@ -78,13 +79,16 @@ def hf_generate_fn(hf, prompt: torch.Tensor, n_new: int, cache_implementation: s
 def hf_loop_fn(hf, prompt: torch.Tensor, n_new: int):
     """A no-argument function running a bare greedy loop over HF's forward with its cache: one pass over the prompt,
     then one pass per new token fed back (n_new passes in all, as ours); returns the (1, n_new) new tokens."""
+    # transformers 5 renamed the cache argument and output `cache` (was `past_key_values`); use what this one has
+    key = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+
     def fn():
         with torch.inference_mode():
             out = hf(input_ids=prompt, use_cache=True)
             token = out.logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
             tokens = [token]
             for _ in range(n_new - 1):
-                out = hf(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+                out = hf(input_ids=token, use_cache=True, **{key: out[key]})
                 token = out.logits[:, -1].argmax(-1, keepdim=True)
                 tokens.append(token)
         return torch.cat(tokens, dim=1)

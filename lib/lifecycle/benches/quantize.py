@@ -1,14 +1,24 @@
 """`python -m lifecycle.bench quantize`: the teacher at every precision, side by side.
 
-For each variant (fp32, bf16, fp16, int8, int8 with fp32 embeddings, int4 with groups of 64 and 32, and PyTorch's
-own int8 as the reference): bytes of weights + scales, compression vs fp32, validation loss and its relative
-change, greedy-token agreement with fp32 over a fixed prompt set, ms/token at batch 1 and tokens/s at a larger
-batch. All variants are timed interleaved (A B C … A B C …) in one process; medians are reported.
+For each variant (fp32, bf16, fp16, int8, int8 with fp32 embeddings, int4 with groups of 64 and 32, int4 g64 with
+fp32 embeddings, and two library references: PyTorch's own int8, and torchao's int4 with groups of 64): bytes of
+weights + scales, compression vs fp32, validation loss and its relative change, greedy-token agreement with fp32
+over a fixed prompt set, ms/token at batch 1 and tokens/s at a larger batch. All variants are timed by
+`lifecycle.measure.timing.interleaved` in one process (a warm-up round, then rounds with the order reversed each
+time); medians are reported.
+
+The int4 reference: torchao's `Int4WeightOnlyConfig` (packed int4 with fused kernels) does not run here (it needs
+the `mslk` kernel package, not installed here), so the closest library reference that runs on a CPU is used:
+`IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(64), mapping_type=SYMMETRIC)`: the same
+scheme as ours (symmetric, one scale per group of 64 input columns), codes in [-8, 7] (ours [-7, 7]) kept one per
+int8 byte, on the Linear layers of the blocks; compare it with "int4 g64 (fp32 tables)". Its bytes count the
+unpacked codes (8 bits each).
 
 Lesson 04 calls `build`, `quality` and `speed` directly, so the notebook and the benchmark measure the same way.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,7 +42,9 @@ VARIANTS: dict[str, QuantConfig] = {
     "int4 g64": QuantConfig("int4", group_size=64),
     "int4 g32": QuantConfig("int4", group_size=32),
 }
+INT4_BLOCKS = ("int4 g64 (fp32 tables)", QuantConfig("int4", group_size=64, embeddings=False))  # vs the reference
 REFERENCE = "int8 reference"  # PyTorch's own (torchao or torch.ao), block layers only
+INT4_REFERENCE = "int4 g64 reference"  # torchao's int4 weight-only with groups of 64, block layers only
 
 
 @dataclass(frozen=True)
@@ -54,8 +66,13 @@ class MeasureConfig:
 QUICK = MeasureConfig(val_batches=3, n_prompts=8, agree_tokens=16, speed_tokens=16, big_batch=8, repeats=2)
 
 
-def build(model, names: list[str] | None = None, reference: bool = True) -> tuple[dict, list[str]]:
-    """The variants of `model` ({name: model}), skipping half formats this device lacks; plus notes saying so."""
+def build(model, names: list[str] | None = None, reference: bool = True,
+          int4_reference: bool = False) -> tuple[dict, list[str]]:
+    """The variants of `model` ({name: model}), skipping half formats this device lacks; plus notes saying so.
+
+    reference: add PyTorch's int8 (REFERENCE). int4_reference: add torchao's int4 g64 (INT4_REFERENCE) and ours on
+    the same layers (INT4_BLOCKS), the benchmark's check of our int4 against a library's.
+    """
     device = next(model.parameters()).device
     models, notes = {}, []
     for name in names or list(VARIANTS):
@@ -70,7 +87,31 @@ def build(model, names: list[str] | None = None, reference: bool = True) -> tupl
             notes.append(f"'{REFERENCE}' is {tool}, applied to the Linear layers of the blocks (tables, head fp32)")
         except RuntimeError as e:
             notes.append(f"'{REFERENCE}' skipped: {e}")
+    if int4_reference:
+        try:
+            models[INT4_REFERENCE], tool = reference_int4(model)
+            models[INT4_BLOCKS[0]] = quantize_model(model, INT4_BLOCKS[1])
+            notes.append(f"'{INT4_REFERENCE}' is {tool} on the Linear layers of the blocks (tables, head fp32); the "
+                         "closest int4 library reference that runs on a CPU (torchao's packed Int4WeightOnlyConfig "
+                         "needs the mslk kernel package, not installed here)")
+        except ImportError as e:
+            notes.append(f"'{INT4_REFERENCE}' skipped: torchao's int4 weight-only config is not available ({e})")
     return models, notes
+
+
+def reference_int4(model, group_size: int = 64):
+    """A copy of `model` whose block Linear layers are int4 weight-only by torchao (symmetric, one scale per group of
+    `group_size` input columns), as ours; returns (model, which tool). Raises ImportError without torchao."""
+    import torchao
+    from torchao.quantization import IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+    from torchao.quantization.quant_primitives import MappingType
+
+    out = copy.deepcopy(model).eval()
+    config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size),
+                                  mapping_type=MappingType.SYMMETRIC)
+    quantize_(out, config, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn.startswith("transformer.h."))
+    return out, f"torchao {torchao.__version__} IntxWeightOnlyConfig(int4, PerGroup({group_size}), SYMMETRIC)"
 
 
 def quality(models: dict, val_data: torch.Tensor, m: MeasureConfig = MeasureConfig(), baseline: str = "fp32") -> dict:
@@ -125,6 +166,9 @@ def ratios(rows: list[dict]) -> dict:
     out = {"int8_bytes_vs_fp32": by["int8"]["vs fp32 bytes"], "int4_bytes_vs_fp32": by["int4 g64"]["vs fp32 bytes"],
            "int8_val_loss_increase": by["int8"]["val loss change"],
            "int4_val_loss_increase": by["int4 g64"]["val loss change"]}
+    if INT4_REFERENCE in by:  # ours vs torchao's, both on the block layers only: relative val-loss increase of each
+        out |= {"int4_val_loss_increase_blocks_only": by[INT4_BLOCKS[0]]["val loss change"],
+                "int4_reference_val_loss_increase": by[INT4_REFERENCE]["val loss change"]}
     if "speed vs fp32 (B=1)" in by["int8"]:
         out |= {"int8_speed_vs_fp32": by["int8"]["speed vs fp32 (B=1)"],
                 "int4_speed_vs_fp32": by["int4 g64"]["speed vs fp32 (B=1)"]}
@@ -208,7 +252,7 @@ def run(quick: bool = False) -> Report:
     t0 = time.perf_counter()
     teacher = zoo.get("teacher", progress=False)
     val = zoo.corpus().val
-    models, notes = build(teacher)
+    models, notes = build(teacher, int4_reference=True)
     qual = quality(models, val, m)
     spd = speed(models, val, m)
     rows = table(models, qual, spd)
@@ -221,6 +265,13 @@ def run(quick: bool = False) -> Report:
     notes.append(f"width sweep (square Linear layers, CPU): fused int8 reaches {best['int8 fused (PyTorch) vs fp32']:.2f}× "
                  f"fp32 at width {best['width']}, batch {best['batch']}; it pays (>= 1×) from widths "
                  f"{first_paying(sweep)} (batch: width)")
+    by = {r["variant"]: r for r in rows}
+    if INT4_REFERENCE in by:
+        ours4, ref4 = by[INT4_BLOCKS[0]]["val loss change"], by[INT4_REFERENCE]["val loss change"]
+        notes.append(f"int4 g64 on the block layers only: ours raises the val loss by {ours4:.2%}, torchao's by "
+                     f"{ref4:.2%}: " + ("ours is as good or better" if ours4 <= ref4 else
+                                         "ours loses to the library reference here (its codes use 15 levels, "
+                                         "[-7, 7], where torchao's use 16, [-8, 7], so its steps are coarser)"))
     figures = {"rows": {r["variant"]: {k: v for k, v in r.items() if k != "variant"} for r in rows},
                "fp32_bytes": nbytes(teacher), "width_sweep": sweep, "seconds": time.perf_counter() - t0}
     out = ratios(rows) | {"fused_int8_best_speed_vs_fp32": best["int8 fused (PyTorch) vs fp32"]}

@@ -4,8 +4,8 @@ the stack of every technique that composes, on the same engine (`lifecycle.serve
 The load saturates the naive server: Poisson arrivals far faster than one-at-a-time serving can answer, Zipf-
 repeated questions behind lesson 07's 300-character system prompt, mixed output lengths (`lifecycle.loadtest`).
 Each configuration runs the load on the engine's virtual clock (each step charged its measured time; see
-`serve.simulate`), `repeats` times in turn (A B C … A B C …), and its fastest repeat counts (every variant at its
-best, as the other benchmarks do). Quality is checked against the naive server, i.e. the fp32 teacher alone:
+`serve.simulate`), `repeats` times in turn with the order reversed every round (A B C, C B A, …), and its run of
+median makespan counts. Quality is checked against the naive server, i.e. the fp32 teacher alone:
 "identical" when every computed (not cached) request's greedy text equals the naive server's; otherwise the share
 of output tokens that agree position by position.
 
@@ -26,6 +26,7 @@ from ..costs import SEED, usd_per_million_tokens
 from ..device import pick_device
 from ..loadtest import LoadConfig, make_load
 from ..measure.standin import cached_or_standin
+from ..measure.timing import round_order
 from ..model import GPT
 from ..serve import Engine, RunResult, StackConfig, simulate
 
@@ -64,17 +65,19 @@ def load_models(allow_stand_in: bool = True) -> tuple[GPT, GPT, object, str]:
 
 def measure(teacher: GPT, student: GPT, tok, load, configs: dict[str, StackConfig], repeats: int = 1,
             system_prompt: str = SYSTEM_PROMPT) -> dict[str, RunResult]:
-    """Serve `load` under every configuration (fresh engine and caches each run); the fastest repeat of each."""
+    """Serve `load` under every configuration (fresh engine and caches each run), `repeats` rounds with the order
+    reversed every round; for each configuration, the run of median makespan (the lower median for an even count:
+    of two runs, the faster)."""
     served = {w: Engine(teacher, StackConfig(weights=w)).model for w in {c.weights for c in configs.values()}}
-    best: dict[str, RunResult] = {}
-    for _ in range(repeats):
-        for name, c in configs.items():  # a fresh engine each run: empty caches
+    runs: dict[str, list[RunResult]] = {name: [] for name in configs}
+    for i in range(repeats):
+        for name in round_order(list(configs), i):  # a fresh engine each run: empty caches
+            c = configs[name]
             engine = Engine(served[c.weights], c, student if c.speculative else None,
                             [tok.encode(system_prompt)] if c.prefix_cache else [])
-            result = simulate(engine, tok, load)
-            if name not in best or result.summary()["makespan_s"] < best[name].summary()["makespan_s"]:
-                best[name] = result
-    return best
+            runs[name].append(simulate(engine, tok, load))
+    by_makespan = {name: sorted(rs, key=lambda r: r.summary()["makespan_s"]) for name, rs in runs.items()}
+    return {name: rs[(len(rs) - 1) // 2] for name, rs in by_makespan.items()}
 
 
 def quality(result: RunResult, reference: RunResult) -> dict:
@@ -126,8 +129,8 @@ def run(quick: bool = False) -> Report:
     figures = {row["server"]: {k: v for k, v in row.items() if k != "server"} for row in rows}
     notes = [note, f"load: {len(load)} requests, Poisson at {cfg.load.rate:g}/s, catalogue of "
                    f"{cfg.load.catalogue_size} questions (Zipf s={cfg.load.zipf_s:g}, {cfg.load.one_off_share:.0%} "
-                   f"one-off), outputs {cfg.load.output_len.low}-{cfg.load.output_len.high} tokens; fastest of "
-                   f"{cfg.repeats} repeat(s) on the virtual clock",
+                   f"one-off), outputs {cfg.load.output_len.low}-{cfg.load.output_len.high} tokens; the run of median "
+                   f"makespan of {cfg.repeats} repeat(s) on the virtual clock, the order reversed every round",
              f"$ per million tokens at ${cfg.usd_per_hour:.2f} per hour of the machine",
              "speculative decoding is measured alone: inside a continuous batch it is refused (see lifecycle.serve)"]
     return Report(rows=rows, figures=figures, ratios=r, notes=notes)
