@@ -84,3 +84,47 @@ def test_a_perfect_draft_gets_the_largest_gamma(tiny_model):
 def test_step_cost_ratio_is_a_positive_ratio(tiny_model):
     c = spec_bench.step_cost_ratio(tiny_model, tiny_model, context=8, passes=2, repeats=3)
     assert c > 0
+
+
+class FakeRun:
+    """What `batching.serve` returns, reduced to its summary: a throughput that says which policy ran."""
+
+    def __init__(self, policy: str, n: int):
+        self.policy, self.n = policy, n
+
+    def summary(self) -> dict:
+        return {"throughput_tok_s": 200.0 if self.policy == "continuous" else 100.0, "n": self.n}
+
+
+def test_policies_warm_up_then_alternate(monkeypatch, tiny_model):
+    from lifecycle.benches import batching as batching_bench
+
+    calls = []
+
+    def fake_serve(model, requests, config):
+        calls.append((config.policy, len(requests)))
+        return FakeRun(config.policy, len(requests))
+
+    monkeypatch.setattr(batching_bench, "serve", fake_serve)
+    out = batching_bench.policy_comparison(tiny_model, list(range(10)), slots=4, repeats=3, warmup=2)
+    assert calls == [("static", 2), ("continuous", 2),  # warm-up on the first requests, untimed
+                     ("static", 10), ("continuous", 10), ("continuous", 10), ("static", 10), ("static", 10),
+                     ("continuous", 10)]
+    assert out["continuous"]["throughput_tok_s"] == 200.0 and out["static"]["n"] == 10
+
+
+def test_saturating_rate_offers_the_burst_throughput(monkeypatch, tiny_model, small_corpus):
+    from lifecycle import zoo
+    from lifecycle.batching import LengthDist, StreamConfig
+    from lifecycle.benches import batching as batching_bench
+
+    seen = []
+    monkeypatch.setattr(zoo, "corpus", lambda path=None: small_corpus)
+    monkeypatch.setattr(batching_bench, "serve", lambda model, requests, config: seen.append(requests) or FakeRun(
+        config.policy, len(requests)))
+    stream = StreamConfig(8, 5.0, LengthDist(4, 8), LengthDist(2, 10), seed=0)
+    tok_s, rate = batching_bench.saturating_rate(tiny_model, stream, slots=4)
+    (requests,) = seen
+    assert all(r.arrival == 0 for r in requests)  # a burst
+    mean_out = sum(r.max_new_tokens for r in requests) / len(requests)
+    assert tok_s == 200.0 and rate == pytest.approx(200.0 / mean_out)

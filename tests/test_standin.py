@@ -1,4 +1,4 @@
-"""The stand-in loader (lifecycle.measure.standin): the zoo's trained model when cached, else a random one of its shape."""
+"""The stand-in loader (lifecycle.measure.standin): the zoo's trained model when cached, else one of its shape."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""The course's one timing helper (lifecycle.measure.timing): order of calls, warm-up, summaries. No wall-clock asserts."""
+"""The course's one timing helper (lifecycle.measure.timing): order of calls, warm-up, summaries; no clock asserts."""
 from __future__ import annotations
 
 import pytest

@@ -1,7 +1,7 @@
 """`python -m lifecycle.bench caching`: one query stream served four ways, and the two caching claims checked.
 
 1. The same seeded stream (Zipf-popular questions behind a 300-character system prompt) is served with no cache,
-   with the response cache, with the prefix cache, and with both, interleaved (A B C D A B C D …), each run from
+   with the response cache, with the prefix cache, and with both, interleaved (A B C D, D C B A, …), each run from
    empty caches; medians give the throughput ratios, and the answers of all four must be identical.
 2. Time to first token with and without the cached system prompt (prefill + first sample), interleaved.
 3. Hit rate of the response cache vs Che's approximation, swept over cache sizes and Zipf exponents. These runs

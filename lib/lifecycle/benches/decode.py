@@ -1,7 +1,7 @@
 """`python -m lifecycle.bench decode`: greedy decode speed at batch 1, without and with the KV cache, and against
 Hugging Face's `GPT2LMHeadModel.generate()` carrying the same weights.
 
-Two sets of variants, all timed interleaved (A B C D A B C D …, medians) in one process:
+Two sets of variants, all timed interleaved (A B C …, then … C B A, medians) in one process:
 
   512 new tokens (the length this course benchmarks), after a one-token prompt:
     ours_nocache_512  lifecycle.generate.generate(use_cache=False): every step re-runs the whole window
