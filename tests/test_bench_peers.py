@@ -128,3 +128,22 @@ def test_saturating_rate_offers_the_burst_throughput(monkeypatch, tiny_model, sm
     assert all(r.arrival == 0 for r in requests)  # a burst
     mean_out = sum(r.max_new_tokens for r in requests) / len(requests)
     assert tok_s == 200.0 and rate == pytest.approx(200.0 / mean_out)
+
+
+def test_torchao_int4_reference_agrees_with_ours_within_a_step(tiny_model):
+    pytest.importorskip("torchao")
+    from lifecycle.benches import quantize as quant_bench
+    from lifecycle.quantize import quantize_model
+
+    group = 16  # the test model is 32 wide: two groups per row
+    ref, tool = quant_bench.reference_int4(tiny_model, group_size=group)
+    ours = quantize_model(tiny_model, quant_bench.QuantConfig("int4", group_size=group, embeddings=False))
+    assert "IntxWeightOnlyConfig" in tool
+    x = torch.randint(0, tiny_model.config.vocab_size, (2, 16))
+    with torch.no_grad():
+        fp32, a, b = tiny_model(x)[0], ours(x)[0], ref(x)[0]
+    # both are int4 with one scale per 16 input columns: each is close to fp32, and so to each other
+    spread = fp32.abs().max()
+    assert (a - fp32).abs().max() < 0.08 * spread and (b - fp32).abs().max() < 0.08 * spread
+    assert (a - b).abs().max() < 0.08 * spread
+    assert not torch.equal(b, fp32)  # the reference really quantized the blocks

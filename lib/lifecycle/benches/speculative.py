@@ -363,6 +363,10 @@ def run(quick: bool = False) -> Report:
                  f"{head['speedup_max']:.2f}), predicted {head['predicted_speedup']:.2f}x (with the measured verify "
                  f"cost {head['verify_cost']:.2f}: {head['predicted_with_verify_cost']:.2f}x); medians of {repeats} "
                  "interleaved rounds after one warm-up round")
+    if head["speedup_max"] > 2 * head["speedup_min"]:
+        notes.append(f"WARNING: at gamma* the paired rounds spread from {head['speedup_min']:.2f}x to "
+                     f"{head['speedup_max']:.2f}x: the machine was busy (load average in `machine`), so the medians "
+                     "are unreliable; rerun on a quieter machine, or with one torch thread (OMP_NUM_THREADS=1)")
     if peer is None:
         notes.append("Hugging Face peer skipped: transformers is not installed or no prompt fits the window")
     else:
