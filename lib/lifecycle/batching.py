@@ -39,9 +39,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .device import synchronize
 from .checks import is_int, require_int, require_number
 from .generate import GREEDY, Sampling, require_sampling, sample
+from .measure.timing import synchronize
 from .model import GPT, KVCache
 
 POLICIES = ("static", "continuous")

@@ -1,8 +1,9 @@
 """Side-by-side benchmarks: `python -m lifecycle.bench NAME [--quick] [--json PATH|-]`.
 
-Each benchmark lives in `lifecycle/benches/NAME.py` as `run(quick: bool) -> Report`. This module holds what
-they share: interleaved timing (A B A B … in one process, median of several repeats, so that a noisy machine
-slows every variant alike), the machine description, the printed table and the JSON object
+Each benchmark lives in `lifecycle/benches/NAME.py` as `run(quick: bool) -> Report` and times its variants with
+`lifecycle.measure.timing.interleaved` (warmed up, one call of each variant per round, the order reversed every
+round, medians). This module holds what they share: the machine description (device, threads, library versions),
+the printed table and the JSON object
 
     {"bench": NAME, "machine": {...}, "figures": {...}, "ratios": {...}}
 
@@ -12,19 +13,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from .device import device_name, pick_device, synchronize
+from .course import markdown_table
+from .device import device_name, pick_device
 
 BENCHES = ("train", "decode", "quantize", "batching", "speculative", "caching", "ddp", "serve")
 
@@ -39,44 +40,23 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
-                device: torch.device | str = "cpu") -> dict[str, dict]:
-    """Time each variant `repeats` times, alternating between them; return {name: {median, min, all}} in seconds."""
-    for fn in variants.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            synchronize(device)
-            t0 = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: {"median": statistics.median(ts), "min": min(ts), "all": ts} for name, ts in times.items()}
+def library_version(name: str) -> str:
+    """The installed version of package `name` (its distribution metadata), or "not installed"."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def machine_info() -> dict:
+    """Where a benchmark ran: the device, CPU count, torch's thread count, the versions of the libraries whose
+    kernels the benchmarks time (torch, and the peers' transformers and torchao), and how busy the machine was."""
     device = pick_device()
     return {"device": str(device), "device_name": device_name(device), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": library_version("transformers"), "torchao": library_version("torchao"),
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # others' work too
             "python": platform.python_version(), "platform": platform.platform()}
-
-
-def format_table(rows: list[dict]) -> str:
-    if not rows:
-        return "(no rows)"
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-
-    def cell(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    widths = {c: max(len(c), *(len(cell(r.get(c, ""))) for r in rows)) for c in cols}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols), "  ".join("-" * widths[c] for c in cols)]
-    lines += ["  ".join(cell(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
-    return "\n".join(lines)
 
 
 def run(name: str, quick: bool = False) -> dict:
@@ -100,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     out = run(args.name, args.quick)
     print(f"== {args.name} benchmark on {out['machine']['device_name']} ({out['machine']['device']}, "
           f"{out['machine']['torch_threads']} threads) ==")
-    print(format_table(out["rows"]))
+    print(markdown_table(out["rows"]))
     for note in out["notes"]:
         print(f"note: {note}")
     print("ratios:", json.dumps(out["ratios"], indent=1))

@@ -34,10 +34,10 @@ from typing import Callable, Hashable
 
 import torch
 
-from .device import synchronize
 from .checks import is_int, require_int, require_number
 from .generate import GREEDY, Sampling, as_sampling, decode_one_token, generate, prefill, require_sampling, \
     sample
+from .measure.timing import synchronize
 from .model import GPT, KVCache
 
 _MISSING = object()

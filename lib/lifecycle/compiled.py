@@ -32,9 +32,8 @@ from typing import Callable
 
 import torch
 
-from .bench import interleaved
-from .device import synchronize
 from .generate import generate, prefill
+from .measure.timing import interleaved, synchronize
 from .model import GPT, KVCache
 
 Step = Callable[[GPT, torch.Tensor, torch.Tensor, KVCache], torch.Tensor]
@@ -141,11 +140,11 @@ def compare_compiled(model: GPT, new_tokens: int = 32, repeats: int = 5, prompt_
     first = first_compiled_run(model, prompt, new_tokens)
     result = {"new_tokens": new_tokens, "available": first.why_not is None, "why_not": first.why_not}
     if first.why_not is not None:
-        seconds = interleaved({"eager": eager}, repeats=repeats, device=device)["eager"]["median"]
+        seconds = interleaved({"eager": eager}, repeats=repeats, device=device)["eager"].median
         return result | {"eager_tokens_per_s": new_tokens / seconds}
     compiled = partial(generate_static, model, prompt, new_tokens, first.step)
     times = interleaved({"eager": eager, "compiled": compiled}, repeats=repeats, device=device)
-    eager_s, compiled_s = times["eager"]["median"], times["compiled"]["median"]
+    eager_s, compiled_s = times["eager"].median, times["compiled"].median
     return result | {"eager_tokens_per_s": new_tokens / eager_s, "compiled_tokens_per_s": new_tokens / compiled_s,
                      "speedup": eager_s / compiled_s, "compile_s": max(0.0, first.seconds - compiled_s),
                      "same_tokens": torch.equal(first.tokens, eager())}

@@ -1,4 +1,4 @@
-"""Where the course runs: device choice, dtype support, seeding, timing and the hardware probe.
+"""Where the course runs: device choice, dtype support, seeding and the hardware probe (timed by `measure.timing`).
 
 The probe measures this machine's two roofline numbers, the rate of a large matrix multiply (FLOP/s) and
 the rate of a large memory copy (bytes/s). `course_probe` is the course's one measurement of them: the matmul peak
@@ -18,12 +18,12 @@ import contextlib
 import os
 import platform
 import random
-import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from .measure.timing import timed
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -62,29 +62,6 @@ def seed_everything(seed: int) -> None:
     """Seed Python's and torch's generators (every device)."""
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def synchronize(device: torch.device | str) -> None:
-    """Wait for queued GPU work, so a timer around it measures the work and not the launch."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def timed(fn, device: torch.device | str = "cpu", repeats: int = 5, warmup: int = 1, best: bool = False) -> float:
-    """Median (or, with best=True, minimum) wall time of `fn()` in seconds, synchronizing around each call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return min(times) if best else statistics.median(times)
 
 
 @contextlib.contextmanager
@@ -229,12 +206,12 @@ def probe(device: torch.device | str | None = None, dtype: torch.dtype = torch.f
         b = torch.randn(n, n, device=device, dtype=dtype)
         reps = max(1, int(2e9 / (2 * n**3))) if device.type == "cpu" else 10
         # a peak is what the hardware can do: take the fastest repeat (others were slowed by whatever else ran)
-        seconds = timed(lambda: [a @ b for _ in range(reps)], device, repeats=3 if quick else 5, best=True)
+        seconds = timed(lambda: [a @ b for _ in range(reps)], device, repeats=3 if quick else 5).low
         best = max(best, 2 * n**3 * reps / seconds)
     numel = (16 if quick else 64) * 2**20 // 4  # 16 or 64 MiB of fp32: far beyond the CPU caches
     src = torch.empty(numel, device=device, dtype=torch.float32).uniform_()
     dst = torch.empty_like(src)
-    seconds = timed(lambda: dst.copy_(src), device, repeats=5 if quick else 10, best=True)
+    seconds = timed(lambda: dst.copy_(src), device, repeats=5 if quick else 10).low
     bandwidth = 2 * src.numel() * src.element_size() / seconds
     return Probe(str(device), device_name(device), str(dtype).removeprefix("torch."), best, bandwidth,
                  torch.get_num_threads())
@@ -293,9 +270,9 @@ def matmul_peak(device: torch.device | str, dtype: torch.dtype, sizes: tuple[int
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        once = timed(lambda: a @ b, device, repeats=1, warmup=1)
+        once = timed(lambda: a @ b, device, repeats=1, warmup=1).median
         reps = max(1, int(seconds_per_size / max(once, 1e-9)))
-        seconds = timed(lambda: [a @ b for _ in range(reps)], device, repeats=repeats, warmup=0, best=True)
+        seconds = timed(lambda: [a @ b for _ in range(reps)], device, repeats=repeats, warmup=0).low
         best = max(best, 2 * n**3 * reps / seconds)
         if once > seconds_per_size:
             break
@@ -363,7 +340,7 @@ def course_probe(device: torch.device | str | None = None) -> CourseProbe:
     buffer = bandwidth_buffer_bytes(device)
     src = torch.empty(buffer // 4, device=device, dtype=torch.float32).uniform_()
     dst = torch.empty_like(src)
-    seconds = timed(lambda: dst.copy_(src), device, repeats=10, best=True)
+    seconds = timed(lambda: dst.copy_(src), device, repeats=10).low
     bandwidth = 2 * buffer / seconds
     del src, dst
     return CourseProbe(str(device), device_name(device), peaks, bandwidth, buffer,

@@ -248,7 +248,7 @@ def run_timing(cfg: DDPConfig, out: Path, rank: int, world: int, device: torch.d
     seconds of one standalone all-reduce of a tensor as large as all the gradients together."""
     import statistics
 
-    from .device import synchronize
+    from .measure.timing import synchronize
 
     corpus = load_data(cfg)
     tcfg = cfg.train_config()

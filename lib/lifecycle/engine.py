@@ -53,9 +53,9 @@ import torch
 from .batching import Record, SlotCache
 from .caching import PrefixCache, ResponseCache, fingerprint, response_key
 from .checks import is_int, require_bool, require_int
-from .device import synchronize
 from .generate import GREEDY, Sampling, as_sampling, decode_one_token, prefill, require_sampling, sample
 from .measure.requests import percentiles
+from .measure.timing import synchronize
 from .model import GPT, KVCache
 from .quantize import QuantConfig, quantize_model
 from .speculative import SpeculativeDecoder
@@ -429,7 +429,7 @@ def simulate(engine: Engine, tokenizer, requests: Sequence[StreamRequest]) -> Ru
     jobs: list[Job | None] = [None] * len(requests)
     clock, busy, qi = requests[order[0]].arrival, 0.0, 0
 
-    def timed(fn):
+    def on_clock(fn):  # run one engine call and advance the virtual clock by its measured time
         nonlocal clock, busy
         seconds, out = step_seconds(fn, device)
         clock += seconds
@@ -440,7 +440,7 @@ def simulate(engine: Engine, tokenizer, requests: Sequence[StreamRequest]) -> Ru
         while qi < len(order) and requests[order[qi]].arrival <= clock:
             i = order[qi]
             r = requests[i]
-            job = timed(lambda: engine.submit(tokenizer.encode(r.prompt), r.max_tokens, arrival=r.arrival))
+            job = on_clock(lambda: engine.submit(tokenizer.encode(r.prompt), r.max_tokens, arrival=r.arrival))
             job.record.arrival = r.arrival
             if job.done:  # a response-cache hit: answered by the lookup
                 job.record.first_token = job.record.finish = clock
@@ -450,7 +450,7 @@ def simulate(engine: Engine, tokenizer, requests: Sequence[StreamRequest]) -> Ru
             if qi < len(order):
                 clock = max(clock, requests[order[qi]].arrival)
             continue
-        touched = timed(engine.step)
+        touched = on_clock(engine.step)
         for job in touched:
             if math.isnan(job.record.first_token):
                 job.record.first_token = clock

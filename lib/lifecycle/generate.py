@@ -40,7 +40,7 @@ from typing import Callable, Iterator
 import torch
 
 from .checks import ArgumentTypeError, is_int, require_int, require_number
-from .device import synchronize
+from .measure.timing import synchronize
 from .model import GPT, KVCache
 
 

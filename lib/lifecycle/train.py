@@ -34,7 +34,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .data import get_batch, sha256_of
-from .device import pick_device, supports_dtype, synchronize
+from .device import pick_device, supports_dtype
+from .measure.timing import synchronize
 from .model import GPT, GPTConfig
 
 

@@ -1,7 +1,7 @@
 """`python -m lifecycle.bench caching`: one query stream served four ways, and the two caching claims checked.
 
 1. The same seeded stream (Zipf-popular questions behind a 300-character system prompt) is served with no cache,
-   with the response cache, with the prefix cache, and with both, interleaved (A B C D A B C D …), each run from
+   with the response cache, with the prefix cache, and with both, interleaved (A B C D, D C B A, …), each run from
    empty caches; medians give the throughput ratios, and the answers of all four must be identical.
 2. Time to first token with and without the cached system prompt (prefill + first sample), interleaved.
 3. Hit rate of the response cache vs Che's approximation, swept over cache sizes and Zipf exponents. These runs
@@ -13,17 +13,18 @@ Lesson 07 measures the same way: `measure.speed.prefix_ttft` and `measure.querie
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
 from .. import zoo
-from ..bench import Report, interleaved
+from ..bench import Report
 from ..caching import PrefixCache, ResponseCache, serve_with_caches
 from ..device import pick_device
 from ..measure.queries import QueryStreamConfig, hit_rate_sweep, query_stream
 from ..measure.speed import prefix_ttft
-from ..model import GPT, preset
+from ..measure.standin import cached_or_standin
+from ..measure.timing import interleaved
+from ..model import GPT
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,8 @@ QUICK = BenchConfig(stream=replace(BenchConfig().stream, n_queries=40), max_new_
 def load_model(allow_stand_in: bool = True) -> tuple[GPT, object, str]:
     """(model, tokenizer, note): the trained teacher if it is cached; else, if allowed, an untrained model of the
     same shape (speed depends on the shape, not on the weights), so the benchmark never waits for training."""
-    device = pick_device()
-    tok = zoo.corpus().tokenizer
-    if not allow_stand_in or Path(f"{zoo.model_path('teacher', device)}.json").exists():
-        return zoo.get("teacher", device, progress=False), tok, "model: the trained teacher"
-    torch.manual_seed(0)
-    model = GPT(preset(zoo.teacher_preset(device), vocab_size=tok.vocab_size)).to(device).eval()
-    return model, tok, "model: an untrained stand-in of the teacher's shape (the teacher is not cached yet)"
+    loaded = cached_or_standin("teacher", pick_device(), allow_stand_in)
+    return loaded.model, zoo.corpus().tokenizer, loaded.note
 
 
 def serve_variants(model: GPT, tok, prompts: list[str], max_new_tokens: int, capacity: int, system_prompt: str,
@@ -87,7 +83,7 @@ def serve_variants(model: GPT, tok, prompts: list[str], max_new_tokens: int, cap
     for name in variants:
         served, pc = last[name], last[name + "/prefixes"]
         prefilled = pc.stats.tokens_prefilled if pc is not None else sum(s.tokens_prefilled for s in served)
-        out[name] = {"seconds": times[name]["median"], "served": served, "prefill_tokens": prefilled}
+        out[name] = {"seconds": times[name].median, "served": served, "prefill_tokens": prefilled}
     return out
 
 

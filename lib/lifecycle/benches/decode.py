@@ -1,7 +1,7 @@
 """`python -m lifecycle.bench decode`: greedy decode speed at batch 1, without and with the KV cache, and against
 Hugging Face's `GPT2LMHeadModel.generate()` carrying the same weights.
 
-Two sets of variants, all timed interleaved (A B C D A B C D …, medians) in one process:
+Two sets of variants, all timed interleaved (A B C …, then … C B A, medians) in one process:
 
   512 new tokens (the length this course benchmarks), after a one-token prompt:
     ours_nocache_512  lifecycle.generate.generate(use_cache=False): every step re-runs the whole window
@@ -11,11 +11,18 @@ Two sets of variants, all timed interleaved (A B C D A B C D …, medians) in on
 
   block_size new tokens (the longest run that fits the window), after a one-token prompt:
     ours_cache_fit    as above
-    hf_generate_fit   transformers' generate(do_sample=False, max_new_tokens=min_new_tokens=N) on to_hf_gpt2(model)
+    hf_generate_fit   transformers' generate(do_sample=False, max_new_tokens=min_new_tokens=N) on to_hf_gpt2(model),
+                      with its default (dynamic) cache, which grows by concatenation every step
+    hf_static_fit     the same with cache_implementation="static": a cache preallocated to its full length, as ours
+    hf_loop_fit       a bare loop over HF's forward with its cache (past_key_values) and an argmax, no generate():
+                      what a user writing their own decode loop around the HF model would run
   The last token is sampled but never fed back, so positions 0..block_size-1 are used: HF's GPT-2, which cannot go
   past n_positions, runs the same work. min_new_tokens = N means HF never stops early at its end-of-text token.
+  Every HF variant runs with attn_implementation="sdpa" (set explicitly, recorded in the figures).
 
-cache_vs_nocache = ours_cache_512 ÷ ours_nocache_512 (tokens/s); ours_vs_hf = ours_cache_fit ÷ hf_generate_fit.
+cache_vs_nocache = ours_cache_512 ÷ ours_nocache_512 (tokens/s); ours_vs_hf = ours_cache_fit ÷ the fastest HF
+variant (ours_vs_hf_generate, ours_vs_hf_static and ours_vs_hf_loop give each one). Timing: one warm-up round, then
+`repeats` rounds of one call of each variant, the order reversed every round (lifecycle.measure.timing), medians.
 
   The same fit-length run with the decode step compiled (lifecycle.compiled), a set of its own, timed interleaved
   after one compiling run whose extra time is the figure compile_s, at the default thread count and at one thread:
@@ -33,33 +40,23 @@ on the weights' values; said in the notes). A full run loads the teacher, traini
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import warnings
 
 import torch
 
-from .. import zoo
-from ..bench import Report, interleaved
+from ..bench import Report
 from ..compiled import SLOTS, first_compiled_run, generate_static
 from ..device import num_threads, pick_device
 from ..generate import decode_one_token, generate, prefill
-from ..model import GPT, KVCache, preset, to_hf_gpt2
-from ..train import CheckpointError, read_checkpoint_meta
+from ..measure.standin import cached_or_standin
+from ..measure.timing import interleaved
+from ..model import GPT, KVCache, to_hf_gpt2
 
-
-def bench_model(device: torch.device, train_if_missing: bool) -> tuple[GPT, str | None]:
-    """The trained teacher, or (quick run, not cached yet) its architecture with random weights and a note."""
-    try:
-        read_checkpoint_meta(zoo.model_path("teacher", device))
-    except CheckpointError:
-        if not train_if_missing:
-            torch.manual_seed(0)
-            vocab = zoo.corpus().tokenizer.vocab_size
-            model = GPT(preset(zoo.teacher_preset(device), vocab_size=vocab)).to(device).eval()
-            return model, ("teacher not cached: timed its architecture with random weights "
-                           "(speed does not depend on them)")
-    return zoo.get("teacher", device, progress=False), None
+HF_VARIANTS = ("hf_generate_fit", "hf_static_fit", "hf_loop_fit")
+HF_ATTENTION = "sdpa"  # PyTorch's fused attention (transformers' default for GPT-2), set explicitly
 
 
 @contextlib.contextmanager
@@ -75,15 +72,36 @@ def quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
-def hf_generate_fn(hf, prompt: torch.Tensor, n_new: int):
-    """A no-argument function running HF greedy generation of exactly n_new tokens (returns only the new ones)."""
+def hf_generate_fn(hf, prompt: torch.Tensor, n_new: int, cache_implementation: str | None = None):
+    """A no-argument function running HF greedy generation of exactly n_new tokens (returns only the new ones);
+    cache_implementation="static" preallocates HF's cache instead of growing it."""
     mask = torch.ones_like(prompt)
+    extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
 
     def fn():
         with torch.inference_mode():
             out = hf.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=n_new,
-                              min_new_tokens=n_new, pad_token_id=0)
+                              min_new_tokens=n_new, pad_token_id=0, **extra)
         return out[:, prompt.shape[1]:]
+    return fn
+
+
+def hf_loop_fn(hf, prompt: torch.Tensor, n_new: int):
+    """A no-argument function running a bare greedy loop over HF's forward with its cache: one pass over the prompt,
+    then one pass per new token fed back (n_new passes in all, as ours); returns the (1, n_new) new tokens."""
+    # transformers 5 renamed the cache argument and output `cache` (was `past_key_values`); use what this one has
+    key = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+
+    def fn():
+        with torch.inference_mode():
+            out = hf(input_ids=prompt, use_cache=True)
+            token = out.logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+            tokens = [token]
+            for _ in range(n_new - 1):
+                out = hf(input_ids=token, use_cache=True, **{key: out[key]})
+                token = out.logits[:, -1].argmax(-1, keepdim=True)
+                tokens.append(token)
+        return torch.cat(tokens, dim=1)
     return fn
 
 
@@ -99,9 +117,11 @@ def time_variants(model: GPT, hf, lengths: dict[str, tuple[int, int]], repeats: 
         "ours_cache_512": lambda: generate(model, long_prompt, n_long),
         "ours_cache_fit": lambda: generate(model, fit_prompt, n_fit),
         "hf_generate_fit": hf_generate_fn(hf, fit_prompt, n_fit),
+        "hf_static_fit": hf_generate_fn(hf, fit_prompt, n_fit, cache_implementation="static"),
+        "hf_loop_fit": hf_loop_fn(hf, fit_prompt, n_fit),
     }
     times = interleaved(variants, repeats=repeats, device=device)
-    return {name: t["median"] for name, t in times.items()}
+    return {name: t.median for name, t in times.items()}
 
 
 def prompt_of(model: GPT, length: int, device: torch.device) -> torch.Tensor:
@@ -111,16 +131,18 @@ def prompt_of(model: GPT, length: int, device: torch.device) -> torch.Tensor:
 
 def run(quick: bool = False) -> Report:
     device = pick_device()
-    model, note = bench_model(device, train_if_missing=not quick)
+    loaded = cached_or_standin("teacher", device, allow_stand_in=quick)  # a full run trains it once if needed
+    model = loaded.model
     W = model.config.block_size
     n_new = 128 if quick else 512
     lengths = {"long": (1, n_new), "fit": (1, min(n_new, W))}
-    n_of = {"ours_nocache_512": n_new, "ours_cache_512": n_new, "ours_cache_fit": lengths["fit"][1],
-            "hf_generate_fit": lengths["fit"][1]}
+    n_of = {"ours_nocache_512": n_new, "ours_cache_512": n_new, "ours_cache_fit": lengths["fit"][1]}
+    n_of |= {name: lengths["fit"][1] for name in HF_VARIANTS}
     repeats = 2 if quick else 3
     with warnings.catch_warnings(), quiet_transformers():
         warnings.simplefilter("ignore")  # HF's generation-config advice is noise here
         hf = to_hf_gpt2(model)
+        hf.set_attn_implementation(HF_ATTENTION)  # explicit, and recorded in the figures
         # The port calls token 0 end-of-text, but in the course's corpus it is '\n', ordinary text: with no eos, HF
         # neither stops at it nor suppresses it (min_new_tokens) and runs exactly N steps, like ours.
         hf.generation_config.eos_token_id = None
@@ -134,15 +156,21 @@ def run(quick: bool = False) -> Report:
              "new_tokens": n_of[name], "seconds": s, "tokens_per_s": n_of[name] / s,
              "ms_per_token": 1e3 * s / n_of[name]}
             for threads, secs in results.items() for name, s in secs.items()]
-    ratios = {}
+    ratios, fastest = {}, {}
     for threads, secs in results.items():
         tps = {name: n_of[name] / s for name, s in secs.items()}
         suffix = "" if threads == torch.get_num_threads() else f"_{threads}thread"
         ratios[f"cache_vs_nocache{suffix}"] = tps["ours_cache_512"] / tps["ours_nocache_512"]
-        ratios[f"ours_vs_hf{suffix}"] = tps["ours_cache_fit"] / tps["hf_generate_fit"]
+        fastest_hf = max(HF_VARIANTS, key=lambda name: tps[name])
+        ratios[f"ours_vs_hf{suffix}"] = tps["ours_cache_fit"] / tps[fastest_hf]
+        ratios |= {f"ours_vs_{name.removesuffix('_fit')}{suffix}": tps["ours_cache_fit"] / tps[name]
+                   for name in HF_VARIANTS}
+        fastest[threads] = fastest_hf
     default = results[torch.get_num_threads()]
     figures = {"block_size": W, "n_params": model.num_params(), "batch_size": 1, "threads": torch.get_num_threads(),
-               "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+               "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+               "hf_attn_implementation": HF_ATTENTION, "fastest_hf": fastest[torch.get_num_threads()],
+               "timing": f"median of {repeats} interleaved rounds after one warm-up round, order reversed each round"}
     figures |= {f"{name}_tokens_per_s": n_of[name] / s for name, s in default.items()} | checks
     slides = lengths["long"][0] + n_new - 1 > W
     notes = [f"greedy, batch 1; *_512: {n_new} new tokens after a {lengths['long'][0]}-token prompt"
@@ -150,18 +178,20 @@ def run(quick: bool = False) -> Report:
              f"*_fit: {lengths['fit'][1]} new tokens after a 1-token prompt, positions 0..{lengths['fit'][1] - 1} "
              f"inside the {W}-token window, so HF's GPT-2 can run the same work",
              "HF: GPT2LMHeadModel.generate(do_sample=False, max_new_tokens=N, min_new_tokens=N) on to_hf_gpt2(model), "
-             "generation_config.eos_token_id=None (token 0 is '\\n' here, not an end of text)"]
+             "generation_config.eos_token_id=None (token 0 is '\\n' here, not an end of text); dynamic cache "
+             "(hf_generate), cache_implementation='static' (hf_static), and a bare forward loop with past_key_values "
+             f"(hf_loop); attn_implementation={HF_ATTENTION!r}; ours_vs_hf is against the fastest of the three, "
+             f"{fastest[torch.get_num_threads()]}"]
     c_rows, c_figures, c_ratios, c_notes = compiled_vs_eager(model, lengths["fit"][1], 2 * repeats + 1, device,
-                                                             random_weights=note is not None)
+                                                             random_weights=not loaded.trained)
     rows += c_rows
     figures |= c_figures
     ratios |= c_ratios
     notes += c_notes
     if not all(checks.values()):
         notes.append(f"WARNING: some variants did not produce identical tokens: {checks}"
-                     + (" (random weights give near-tied logits)" if note else ""))
-    if note:
-        notes.append(note)
+                     + ("" if loaded.trained else " (random weights give near-tied logits)"))
+    notes.append(loaded.note)
     return Report(rows=rows, figures=figures, ratios=ratios, notes=notes)
 
 
@@ -170,10 +200,12 @@ def identical_tokens(model: GPT, hf, lengths: dict[str, tuple[int, int]], device
     p_long, n_long = lengths["long"]
     long_prompt, fit_prompt = prompt_of(model, p_long, device), prompt_of(model, 1, device)
     n_fit = lengths["fit"][1]
+    ours_fit = generate(model, fit_prompt, n_fit)
     return {"same_tokens_cache_nocache": torch.equal(generate(model, long_prompt, n_long),
                                                      generate(model, long_prompt, n_long, use_cache=False)),
-            "same_tokens_ours_hf": torch.equal(generate(model, fit_prompt, n_fit),
-                                               hf_generate_fn(hf, fit_prompt, n_fit)())}
+            "same_tokens_ours_hf": torch.equal(ours_fit, hf_generate_fn(hf, fit_prompt, n_fit)()),
+            "same_tokens_ours_hf_static": torch.equal(ours_fit, hf_generate_fn(hf, fit_prompt, n_fit, "static")()),
+            "same_tokens_ours_hf_loop": torch.equal(ours_fit, hf_loop_fn(hf, fit_prompt, n_fit)())}
 
 
 def compiled_vs_eager(model: GPT, n_new: int, repeats: int, device: torch.device,
@@ -200,7 +232,7 @@ def compiled_vs_eager(model: GPT, n_new: int, repeats: int, device: torch.device
     for threads in dict.fromkeys([default, 1]):  # at one thread, no step waits for a second one at a barrier
         with num_threads(threads):
             times = interleaved(variants, repeats=repeats, device=device)
-            secs = {name: t["median"] for name, t in times.items()}
+            secs = {name: t.median for name, t in times.items()}
             slots = min(model.config.block_size, SLOTS * math.ceil(n_new / SLOTS))  # as generate_static's cache
             profiles = {"compiled": top_ops(step_fn(model, step, device, compiled=True, n_slots=slots), k=4),
                         "eager": top_ops(step_fn(model, decode_one_token, device, compiled=False, n_slots=None), k=4)}

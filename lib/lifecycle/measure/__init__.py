@@ -6,6 +6,11 @@ what the course teaches: the algorithm, its data structures and its correctness 
 a technique lives here, once; the lessons and `python -m lifecycle.bench` (whose `benches/` only assemble reports)
 both call it:
 
+- `timing`       the one timing helper (`interleaved`: a warm-up round, then rounds of one call of each variant with
+                 the order reversed every round; medians, quartiles and every round kept in a `Timing`), `timed` for
+                 one variant, `paired_ratios`, and `synchronize` (wait for a GPU's queue before reading a clock).
+- `standin`      the model a benchmark or lesson times: the trained one from the zoo if cached, else a seeded
+                 random-weight stand-in of its shape, and a sentence saying which.
 - `quality`      how close a changed model stays to a reference: validation loss, greedy agreement, the
                  bits × group-size grid of lesson 04's sliders.
 - `queries`      a seeded stream of repeated questions (Zipf popularity), the hit rate an LRU cache should see on it
@@ -22,5 +27,7 @@ both call it:
 
 Dependencies point one way: modules here import the technique modules (`model`, `generate`, `train`, `quantize`,
 `batching`, `caching`, `speculative`, `distributed`), which never import this layer; the layers above both (the
-serving stack `serve`, the load generator `loadtest`, the dashboards `widgets`) may use it.
+serving stack `serve`, the load generator `loadtest`, the dashboards `widgets`) may use it. The one exception is
+`timing`, a leaf that imports only torch: `synchronize` lives there, and `device` (the hardware probe) and the
+technique modules that read a clock on a GPU import it from there.
 """

@@ -1,7 +1,9 @@
 """The teacher at every precision, measured the same way by lesson 04 and `python -m lifecycle.bench quantize`.
 
 - `build`: the variants of a model (`VARIANTS`: fp32, bf16, fp16, int8, int8 with fp32 tables, int4 in groups of 64
-  and 32) plus PyTorch's own int8 (`REFERENCE`, torchao or torch.ao), skipping half formats the device lacks.
+  and 32) plus PyTorch's own int8 (`REFERENCE`, torchao or torch.ao), skipping half formats the device lacks;
+  on request torchao's int4 in groups of 64 (`INT4_REFERENCE`, `reference_int4`) next to ours on the same layers
+  (`INT4_BLOCKS`), the check of our int4 against a library's.
 - `quality`: validation loss over fixed windows and greedy agreement with fp32 on one fixed text
   (`measure.quality`); `speed`: greedy decoding at batch 1 and at a larger batch, every variant interleaved;
   `table`: one row per variant (bytes, compression, loss change, agreement, speed against fp32).
@@ -11,17 +13,18 @@ How much is measured is a `MeasureConfig`.
 """
 from __future__ import annotations
 
+import copy
 import statistics
 from dataclasses import dataclass
 
 import torch
 
-from ..bench import interleaved
-from ..device import num_threads, supports_dtype, timed
+from ..device import num_threads, supports_dtype
 from ..generate import generate
 from ..quantize import (FLOAT_DTYPES, QuantConfig, fused_int8_linear, nbytes, quantize_linear, quantize_model,
                         reference_int8)
 from .quality import agreement_text, agreement_with, prompt_set, val_loss
+from .timing import interleaved, paired_ratios, timed
 
 VARIANTS: dict[str, QuantConfig] = {
     "fp32": QuantConfig("fp32"),
@@ -32,7 +35,9 @@ VARIANTS: dict[str, QuantConfig] = {
     "int4 g64": QuantConfig("int4", group_size=64),
     "int4 g32": QuantConfig("int4", group_size=32),
 }
+INT4_BLOCKS = ("int4 g64 (fp32 tables)", QuantConfig("int4", group_size=64, embeddings=False))  # vs the reference
 REFERENCE = "int8 reference"  # PyTorch's own (torchao or torch.ao), block layers only
+INT4_REFERENCE = "int4 g64 reference"  # torchao's int4 weight-only with groups of 64, block layers only
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,13 @@ class MeasureConfig:
     repeats: int = 3
 
 
+def build(model, names: list[str] | None = None, reference: bool = True,
+          int4_reference: bool = False) -> tuple[dict, list[str]]:
+    """The variants of `model` ({name: model}), skipping half formats this device lacks; plus notes saying so.
 
-def build(model, names: list[str] | None = None, reference: bool = True) -> tuple[dict, list[str]]:
-    """The variants of `model` ({name: model}), skipping half formats this device lacks; plus notes saying so."""
+    reference: add PyTorch's int8 (REFERENCE). int4_reference: add torchao's int4 g64 (INT4_REFERENCE) and ours on
+    the same layers (INT4_BLOCKS), the benchmark's check of our int4 against a library's.
+    """
     device = next(model.parameters()).device
     models, notes = {}, []
     for name in names or list(VARIANTS):
@@ -68,7 +77,31 @@ def build(model, names: list[str] | None = None, reference: bool = True) -> tupl
             notes.append(f"'{REFERENCE}' is {tool}, applied to the Linear layers of the blocks (tables, head fp32)")
         except RuntimeError as e:
             notes.append(f"'{REFERENCE}' skipped: {e}")
+    if int4_reference:
+        try:
+            models[INT4_REFERENCE], tool = reference_int4(model)
+            models[INT4_BLOCKS[0]] = quantize_model(model, INT4_BLOCKS[1])
+            notes.append(f"'{INT4_REFERENCE}' is {tool} on the Linear layers of the blocks (tables, head fp32); the "
+                         "closest int4 library reference that runs on a CPU (torchao's packed Int4WeightOnlyConfig "
+                         "needs the mslk kernel package, not installed here)")
+        except ImportError as e:
+            notes.append(f"'{INT4_REFERENCE}' skipped: torchao's int4 weight-only config is not available ({e})")
     return models, notes
+
+
+def reference_int4(model, group_size: int = 64):
+    """A copy of `model` whose block Linear layers are int4 weight-only by torchao (symmetric, one scale per group of
+    `group_size` input columns), as ours; returns (model, which tool). Raises ImportError without torchao."""
+    import torchao
+    from torchao.quantization import IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerGroup
+    from torchao.quantization.quant_primitives import MappingType
+
+    out = copy.deepcopy(model).eval()
+    config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(group_size),
+                                  mapping_type=MappingType.SYMMETRIC)
+    quantize_(out, config, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and fqn.startswith("transformer.h."))
+    return out, f"torchao {torchao.__version__} IntxWeightOnlyConfig(int4, PerGroup({group_size}), SYMMETRIC)"
 
 
 def quality(models: dict, val_data: torch.Tensor, m: MeasureConfig = MeasureConfig(), baseline: str = "fp32") -> dict:
@@ -93,8 +126,8 @@ def speed(models: dict, val_data: torch.Tensor, m: MeasureConfig = MeasureConfig
     prompts = prompt_set(val_data, m.big_batch, m.speed_prompt, seed=1).to(device)
     one = interleaved({k: _decode(v, prompts[:1], m.speed_tokens) for k, v in models.items()}, m.repeats, device=device)
     many = interleaved({k: _decode(v, prompts, m.speed_tokens) for k, v in models.items()}, m.repeats, device=device)
-    return {k: {"ms_per_token": 1e3 * one[k]["median"] / m.speed_tokens,
-                "tokens_per_s": m.big_batch * m.speed_tokens / many[k]["median"]} for k in models}
+    return {k: {"ms_per_token": 1e3 * one[k].median / m.speed_tokens,
+                "tokens_per_s": m.big_batch * m.speed_tokens / many[k].median} for k in models}
 
 
 def table(models: dict, qual: dict, spd: dict | None = None, baseline: str = "fp32") -> list[dict]:
@@ -154,14 +187,14 @@ def _sweep_width(width: int, batches, repeats: int, target_s: float) -> list[dic
     for batch in batches:
         x = torch.randn(batch, width)  # (B, width)
         with torch.inference_mode():
-            once = timed(lambda: layers["fp32"](x), repeats=3, warmup=1)
+            once = timed(lambda: layers["fp32"](x), repeats=3, warmup=1).median
             reps = max(1, round(target_s / max(once, 1e-7)))  # the same number of calls for every format
             t = interleaved({k: (lambda m=m: [m(x) for _ in range(reps)]) for k, m in layers.items()}, repeats)
         row = {"width": width, "batch": batch, "weight MB (fp32)": 4 * width * width / 1e6}
         for k in layers:
-            row[f"{k} µs"] = 1e6 * t[k]["median"] / reps
+            row[f"{k} µs"] = 1e6 * t[k].median / reps
         for k in SWEEP_VARIANTS[1:]:
-            per_round = [a / b for a, b in zip(t["fp32"]["all"], t[k]["all"])]  # paired rounds
+            per_round = paired_ratios(t["fp32"], t[k]).all  # paired rounds
             q1, median, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
             row[f"{k} vs fp32"] = statistics.median(per_round)
             row[f"{k} vs fp32 spread"] = (min(q1, row[f"{k} vs fp32"]), max(q3, row[f"{k} vs fp32"]))

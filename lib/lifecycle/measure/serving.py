@@ -3,7 +3,8 @@
 `NAIVE`, `SINGLES` (batching, int8 weights, response cache, prefix cache, speculative decoding, each alone), `STACK`
 (every technique that composes exactly with batching: `STACK_PARTS`) and `STACK_INT8` (the stack plus lossy int8
 weights) are `serve.StackConfig`s. `measure_stacks` serves the same load (`lifecycle.loadtest`) under each on the
-engine's virtual clock, fresh engine and empty caches every run, and keeps each configuration's fastest repeat.
+engine's virtual clock, fresh engine and empty caches every run, `repeats` rounds with the order reversed every
+round, and keeps each configuration's run of median makespan.
 `answer_quality` compares a run's computed (not cached) answers with the naive server's; `stack_table` and
 `stack_ratios` give the rows and ratios that lesson 10 and `python -m lifecycle.bench serve` report.
 """
@@ -11,16 +12,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
-
-import torch
 
 from .. import zoo
 from ..costs import SEED, usd_per_million_tokens
 from ..device import pick_device
-from ..model import GPT, preset
 from ..engine import Engine, RunResult, StackConfig, simulate
+from ..model import GPT
 from .queries import SYSTEM_PROMPT
+from .standin import cached_or_standin
+from .timing import round_order
 
 MAX_BATCH = 16
 NAIVE = StackConfig()
@@ -41,30 +41,25 @@ def load_models(allow_stand_in: bool = True) -> tuple[GPT, GPT, object, str]:
     """(teacher, student, tokenizer, note): the trained models if cached; else, if allowed, untrained models of the
     same shapes (speed depends on the shape; quality and the draft's acceptance do not carry over)."""
     device = pick_device()
-    tok = zoo.corpus().tokenizer
-    cached = all(Path(f"{zoo.model_path(n, device)}.json").exists() for n in ("teacher", "student"))
-    if cached or not allow_stand_in:
-        return (zoo.get("teacher", device, progress=False), zoo.get("student", device, progress=False), tok,
-                "models: the trained teacher; the distilled student drafts")
-    torch.manual_seed(0)
-    teacher = GPT(preset(zoo.teacher_preset(device), vocab_size=tok.vocab_size)).to(device).eval()
-    student = GPT(preset("student", vocab_size=tok.vocab_size)).to(device).eval()
-    return teacher, student, tok, "models: untrained stand-ins of the teacher's and student's shapes (not cached yet)"
+    teacher, student = (cached_or_standin(name, device, allow_stand_in) for name in ("teacher", "student"))
+    return teacher.model, student.model, zoo.corpus().tokenizer, f"{teacher.note}; {student.note}"
 
 
 def measure_stacks(teacher: GPT, student: GPT, tok, load, configs: dict[str, StackConfig], repeats: int = 1,
-            system_prompt: str = SYSTEM_PROMPT) -> dict[str, RunResult]:
-    """Serve `load` under every configuration (fresh engine and caches each run); the fastest repeat of each."""
+                   system_prompt: str = SYSTEM_PROMPT) -> dict[str, RunResult]:
+    """Serve `load` under every configuration (fresh engine and caches each run), `repeats` rounds with the order
+    reversed every round; for each configuration, the run of median makespan (the lower median for an even count:
+    of two runs, the faster)."""
     served = {w: Engine(teacher, StackConfig(weights=w)).model for w in {c.weights for c in configs.values()}}
-    best: dict[str, RunResult] = {}
-    for _ in range(repeats):
-        for name, c in configs.items():  # a fresh engine each run: empty caches
+    runs: dict[str, list[RunResult]] = {name: [] for name in configs}
+    for i in range(repeats):
+        for name in round_order(list(configs), i):  # a fresh engine each run: empty caches
+            c = configs[name]
             engine = Engine(served[c.weights], c, student if c.speculative else None,
                             [tok.encode(system_prompt)] if c.prefix_cache else [])
-            result = simulate(engine, tok, load)
-            if name not in best or result.summary()["makespan_s"] < best[name].summary()["makespan_s"]:
-                best[name] = result
-    return best
+            runs[name].append(simulate(engine, tok, load))
+    by_makespan = {name: sorted(rs, key=lambda r: r.summary()["makespan_s"]) for name, rs in runs.items()}
+    return {name: rs[(len(rs) - 1) // 2] for name, rs in by_makespan.items()}
 
 
 def answer_quality(result: RunResult, reference: RunResult) -> dict:

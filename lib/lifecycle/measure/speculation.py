@@ -1,40 +1,44 @@
 """Measuring speculative decoding: tokens identical to the target's, acceptance, the draft's cost, the speedup.
 
-Lesson 08 and `python -m lifecycle.bench speculative` measure with these:
+Lesson 08 and `python -m lifecycle.bench speculative` measure with these, every timing by `measure.timing.interleaved`
+(a warm-up round, then rounds of one call of each variant with the order reversed every round; medians):
 - `validation_prompts`: fixed prompts, slices of the validation text of growing length.
+- `step_cost_ratio`: c, the per-step cost ratio at one token (a cached one-token pass of the draft ÷ the target's).
+- `choose_gamma`: gamma* fixed before any timed run, from alpha measured on calibration prompts and c put into
+  Leviathan et al. (2023)'s formula (`speculative.best_gamma`).
 - `time_decoders`: the target alone, the draft alone and speculative decoding at each (gamma, confidence),
   decoding the same greedy tokens after every prompt, interleaved.
 - `acceptance`: pooled acceptance rate alpha, tokens per target call and drafts per round of greedy speculative
   decoding, and whether every output equals the target's own.
-- `sweep`: one row per setting with the measured speedup and its prediction (Leviathan et al. 2023,
-  `speculative.expected_speedup`), with the cost ratio c = draft time ÷ target time measured here, and the
-  prediction that uses the measured cost of the verify pass (`forward_costs`: one cached forward over k tokens).
+- `sweep`: one row per setting with the measured speedup (ratio of medians, with the spread of the paired per-round
+  ratios) and its prediction (`speculative.expected_speedup`) at c, and the prediction that uses the measured cost of
+  the verify pass (`forward_costs`: one cached forward over k tokens).
 - Beyond greedy continuations: `sampled_speed` (speculative sampling against the target's own sampling) and
   `heldout_acceptance` (expected acceptance along validation text that neither model wrote).
 """
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
 from .. import zoo
-from ..bench import interleaved
-from ..device import synchronize
 from ..generate import generate, logits_to_probs
 from ..model import GPT, KVCache
-from ..speculative import SpecStats, acceptance_probability, expected_speedup, speculative_generate, \
+from ..speculative import SpecStats, acceptance_probability, best_gamma, expected_speedup, speculative_generate, \
     speedup_from_counts
+from .timing import Timing, interleaved, paired_ratios
+
+CALIBRATION_GAMMA = 4  # the gamma at which the calibration run measures alpha
+MAX_GAMMA = 8  # gamma* is chosen in 1..MAX_GAMMA
 
 
-def validation_prompts(n_prompts: int = 4, device: torch.device | str = "cpu") -> list[torch.Tensor]:
-    """Fixed prompts: slices of the validation text, 24 to 24 * 4^(n-1) tokens long (capped below the window)."""
+def validation_prompts(n_prompts: int = 4, device: torch.device | str = "cpu", offset: int = 1000) -> list[torch.Tensor]:
+    """Fixed prompts: slices of the validation text from `offset` on, 24 to 24 * 4^(n-1) tokens long (capped below
+    the window)."""
     val = zoo.corpus().val
     prompts = []
     for i in range(n_prompts):
         length = min(24 * 4 ** i, 320)
-        start = 1000 + 7919 * i
+        start = offset + 7919 * i
         prompts.append(val[start:start + length].to(device))
     return prompts
 
@@ -46,8 +50,8 @@ def setting_name(gamma: int, confidence: float = 0.0) -> str:
 
 def time_decoders(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int,
                   settings: list[tuple[int, float]], repeats: int = 3,
-                  device: torch.device | str = "cpu") -> dict[str, list[float]]:
-    """Seconds to decode n_new greedy tokens after every prompt, per variant and repeat (interleaved).
+                  device: torch.device | str = "cpu") -> dict[str, Timing]:
+    """Seconds to decode n_new greedy tokens after every prompt, per variant (interleaved, medians and spread).
 
     settings: (gamma, confidence) pairs, one speculative variant each.
     """
@@ -59,16 +63,7 @@ def time_decoders(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: i
     for g, conf in settings:
         variants[setting_name(g, conf)] = run_all(
             lambda p, g=g, conf=conf: speculative_generate(target, draft, p, n_new, gamma=g, confidence=conf))
-    return {name: t["all"] for name, t in interleaved(variants, repeats=repeats, device=device).items()}
-
-
-def fastest_ratio(numerator: list[float], denominator: list[float]) -> float:
-    """min(numerator) / min(denominator): the ratio of each variant's fastest repeat.
-
-    A shared machine only ever adds time (another tenant, a throttled core), and on the course's small VMs a slow
-    stretch can double one run; the fastest repeat of each variant is the least disturbed measurement of it.
-    """
-    return min(numerator) / min(denominator)
+    return interleaved(variants, repeats=repeats, device=device)
 
 
 def acceptance(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamma: int,
@@ -86,21 +81,24 @@ def acceptance(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int,
 
 
 def sweep(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gammas: list[int],
-          repeats: int = 3, device: torch.device | str = "cpu",
-          early_stops: list[tuple[int, float]] = ()) -> tuple[list[dict], float, dict[str, float]]:
-    """One row per gamma (and per (gamma, confidence) in early_stops), the measured c, and the fastest seconds of each
-    timed variant.
+          repeats: int = 3, device: torch.device | str = "cpu", early_stops: list[tuple[int, float]] = (),
+          c: float | None = None) -> tuple[list[dict], float, dict[str, float]]:
+    """One row per gamma (and per (gamma, confidence) in early_stops), the cost ratio c, and the median seconds of
+    each timed variant.
 
-    A row holds alpha, tokens per target call, drafts per round, the measured speedup, the prediction (the paper's
-    formula from (alpha, gamma, c) for a fixed gamma; the cost model fed the counts when drafting stops early), the
-    measured cost of the target's pass over the drafts + 1 tokens (in one-token passes), and the prediction that uses
-    it instead of the paper's 1.
+    c is the per-step cost ratio at one token (`step_cost_ratio`), measured here unless given. A row holds alpha,
+    tokens per target call, drafts per round, the measured speedup (ratio of medians) and the spread of the per-round
+    paired ratios, the paper's prediction from (alpha, gamma, c) for a fixed gamma (for drafting that stops early,
+    where the closed form does not apply, the same cost model fed the run's own counts, `speedup_from_counts`), the
+    measured cost of the target's pass over the drafts + 1 tokens (in one-token passes), and the prediction that
+    uses it instead of the paper's 1.
     """
     settings = [(g, 0.0) for g in gammas] + [(g, conf) for g, conf in early_stops]
-    times = time_decoders(target, draft, prompts, n_new, settings, repeats, device)
-    c = fastest_ratio(times["draft"], times["teacher"])
     top = max(g for g, _ in settings)
     context = min(200, target.config.block_size - top - 1)
+    if c is None:
+        c = step_cost_ratio(target, draft, context=context, device=device)
+    times = time_decoders(target, draft, prompts, n_new, settings, repeats, device)
     costs = forward_costs(target, list(range(1, top + 2)), context=context, device=device)
     references = [generate(target, p, n_new) for p in prompts]  # the teacher's own output, once per prompt
     rows = []
@@ -115,14 +113,55 @@ def sweep(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, gamm
             predicted = expected_speedup(stats["alpha"], g, c)
             with_verify = expected_speedup(stats["alpha"], g, c, verify)
         name = setting_name(g, conf)
+        per_round = paired_ratios(times["teacher"], times[name])  # teacher ÷ speculative, round by round
         rows.append({"gamma": g, "confidence": conf, "alpha": stats["alpha"],
                      "tokens_per_call": stats["tokens_per_call"], "drafts_per_round": k,
-                     "measured_speedup": fastest_ratio(times["teacher"], times[name]),
+                     "measured_speedup": times["teacher"].median / times[name].median,
+                     "speedup_min": per_round.low, "speedup_max": per_round.high,
                      "predicted_speedup": predicted, "verify_cost": verify,
                      "predicted_with_verify_cost": with_verify,
-                     "ms_per_token": 1e3 * min(times[name]) / (n_new * len(prompts)),
+                     "ms_per_token": 1e3 * times[name].median / (n_new * len(prompts)),
                      "identical_to_teacher": stats["identical"]})
-    return rows, c, {name: min(ts) for name, ts in times.items()}
+    return rows, c, {name: t.median for name, t in times.items()}
+
+
+@torch.inference_mode()
+def step_cost_ratio(target: GPT, draft: GPT, context: int = 200, passes: int = 8, repeats: int = 15,
+                    device: torch.device | str = "cpu") -> float:
+    """c: the median time of one cached forward pass of the draft over one new token ÷ the same for the target.
+
+    Each model first reads the same `context` random tokens into its cache; a timed call then runs `passes`
+    one-token passes, truncating the cache back after each, so every pass sees the same context. The two models
+    alternate (`interleaved`), so a busy stretch slows both alike.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, target.config.vocab_size, (1, context), generator=gen).to(device)  # (1, context)
+    one = torch.randint(0, target.config.vocab_size, (1, 1), generator=gen).to(device)  # (1, 1)
+    variants = {}
+    for name, model in (("target", target), ("draft", draft)):
+        cache = KVCache.for_model(model)
+        model(x, cache=cache)
+
+        def fn(model=model, cache=cache):
+            for _ in range(passes):
+                model(one, cache=cache)
+                cache.truncate(context)
+        variants[name] = fn
+    t = interleaved(variants, repeats=repeats, device=device)
+    return t["draft"].median / t["target"].median
+
+
+def choose_gamma(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: int, c: float,
+                 max_gamma: int = MAX_GAMMA) -> dict:
+    """gamma* fixed before any timed run: alpha measured greedily on calibration `prompts` (at CALIBRATION_GAMMA),
+    then the gamma in 1..max_gamma that the paper's formula predicts fastest at that alpha and the given c
+    (max_gamma when every proposal was accepted, where the formula grows without bound)."""
+    stats = acceptance(target, draft, prompts, n_new, CALIBRATION_GAMMA)
+    alpha = stats["alpha"]
+    gamma = best_gamma(alpha, c, max_gamma) if alpha < 1 else max_gamma
+    return {"gamma": gamma, "alpha": alpha, "c": c, "calibration_gamma": CALIBRATION_GAMMA,
+            "prompt_lengths": [len(p) for p in prompts], "n_new": n_new,
+            "predicted_speedup": expected_speedup(alpha, gamma, c) if alpha < 1 else None}
 
 
 # ---- beyond greedy continuations: sampling, and acceptance along held-out text ----
@@ -156,7 +195,7 @@ def sampled_speed(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: i
     """Speculative sampling at `temperature` against the teacher's own sampling at the same temperature, on `prompts`.
 
     Both are timed interleaved (each prompt with a fixed seed, so every repeat does the same work); the speedup is the
-    ratio of the fastest repeats. alpha and tokens per teacher call are pooled over the prompts, and `predicted` is the
+    ratio of the medians. alpha and tokens per teacher call are pooled over the prompts, and `predicted` is the
     paper's formula at that alpha and the given c. (Sampled output cannot be compared token for token; its
     distribution is checked separately, against the teacher's probabilities.)
     """
@@ -169,15 +208,14 @@ def sampled_speed(target: GPT, draft: GPT, prompts: list[torch.Tensor], n_new: i
         runs.extend(speculative_generate(target, draft, p, n_new, gamma=gamma, temperature=temperature, seed=seed + i)
                     for i, p in enumerate(prompts))
 
-    times = {k: t["all"] for k, t in interleaved({"teacher": teacher_fn, "speculative": spec_fn}, repeats=repeats,
-                                                  device=device).items()}
+    times = interleaved({"teacher": teacher_fn, "speculative": spec_fn}, repeats=repeats, device=device)
     total = SpecStats(gamma, **{field: sum(getattr(st, field) for _, st in runs)
                                 for field in ("rounds", "proposed", "accepted", "rejected", "new_tokens")})
     return {"temperature": temperature, "gamma": gamma, "alpha": total.acceptance_rate,
             "tokens_per_call": total.tokens_per_target_call,
-            "measured_speedup": fastest_ratio(times["teacher"], times["speculative"]),
+            "measured_speedup": times["teacher"].median / times["speculative"].median,
             "predicted_speedup": expected_speedup(total.acceptance_rate, gamma, c),
-            "ms_per_token": 1e3 * min(times["speculative"]) / (n_new * len(prompts))}
+            "ms_per_token": 1e3 * times["speculative"].median / (n_new * len(prompts))}
 
 
 @torch.inference_mode()
@@ -185,8 +223,8 @@ def forward_costs(model: GPT, n_tokens: list[int], context: int = 200, repeats: 
                   device: torch.device | str = "cpu") -> dict[int, float]:
     """Median milliseconds of one cached forward pass over k new tokens after `context` cached ones, per k.
 
-    The passes alternate between the k values (k1 k2 … k1 k2 …) and the cache is truncated back after each, so every
-    pass sees the same context.
+    The passes alternate between the k values (`interleaved`, after a warm-up round) and the cache is truncated back
+    after each, so every pass sees the same context.
     """
     if context + max(n_tokens) > model.config.block_size:
         raise ValueError(f"context + max(n_tokens) = {context + max(n_tokens)} exceeds the window of "
@@ -195,14 +233,12 @@ def forward_costs(model: GPT, n_tokens: list[int], context: int = 200, repeats: 
     cache = KVCache.for_model(model)
     model(torch.randint(0, model.config.vocab_size, (1, context), generator=gen).to(device), cache=cache)
     inputs = {k: torch.randint(0, model.config.vocab_size, (1, k), generator=gen).to(device) for k in n_tokens}
-    times: dict[int, list[float]] = {k: [] for k in n_tokens}
-    for rep in range(repeats + 1):
-        for k, x in inputs.items():
-            synchronize(device)
-            t0 = time.perf_counter()
+
+    def one_pass(x: torch.Tensor):
+        def fn():
             model(x, cache=cache)
-            synchronize(device)
-            if rep:  # the first pass of each size is a warm-up
-                times[k].append(time.perf_counter() - t0)
             cache.truncate(context)
-    return {k: 1e3 * statistics.median(ts) for k, ts in times.items()}
+        return fn
+
+    times = interleaved({str(k): one_pass(x) for k, x in inputs.items()}, repeats=repeats, device=device)
+    return {k: 1e3 * times[str(k)].median for k in n_tokens}

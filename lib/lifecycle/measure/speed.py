@@ -17,11 +17,10 @@ from typing import Callable
 import torch
 
 from ..batching import _check_fits
-from ..bench import interleaved
 from ..caching import PrefixCache
-from ..device import timed
 from ..generate import decode_one_token, prefill, sample
 from ..model import GPT, KVCache
+from .timing import interleaved, timed
 
 # ---- decode steps against batch size ----
 
@@ -50,7 +49,7 @@ def decode_runner(model: GPT, batch_size: int, context: int = 32, steps: int = 3
 def measure_decode(model: GPT, batch_size: int, context: int = 32, steps: int = 32, repeats: int = 3) -> dict:
     """ms per decode step and tokens/s at one batch size (median of `repeats` timed runs after a warm-up)."""
     device = next(model.parameters()).device
-    sec = timed(decode_runner(model, batch_size, context, steps), device, repeats=repeats) / steps
+    sec = timed(decode_runner(model, batch_size, context, steps), device, repeats=repeats).median / steps
     return {"batch_size": batch_size, "ms_per_step": 1e3 * sec, "tokens_per_s": batch_size / sec}
 
 
@@ -62,7 +61,7 @@ def decode_sweep(model: GPT, batch_sizes=(1, 8, 32, 64), context: int = 32, step
     times = interleaved({str(B): fn for B, fn in runners.items()}, repeats=repeats, device=device)
     rows = []
     for B in batch_sizes:
-        sec = times[str(B)]["median"] / steps
+        sec = times[str(B)].median / steps
         rows.append({"batch_size": B, "ms_per_step": 1e3 * sec, "tokens_per_s": B / sec})
     return rows
 
@@ -96,7 +95,7 @@ def decode_step_seconds(model: GPT, context: int, batch: int = 1, steps: int = 4
     """Median seconds of one decode step at a fixed `context` (lesson 03's roofline point): `repeats` timed runs of
     `steps` steps after one warm-up run."""
     device = next(model.parameters()).device
-    return timed(decode_step_runner(model, context, batch, steps), device, repeats=repeats, warmup=1) / steps
+    return timed(decode_step_runner(model, context, batch, steps), device, repeats=repeats, warmup=1).median / steps
 
 # ---- time to first token, with and without a cached prefix ----
 
@@ -115,6 +114,6 @@ def prefix_ttft(model: GPT, prompt_ids: list[int], prefix_ids: list[int], repeat
         return sample(prefixes.prefill(prompt_ids)[0])
 
     t = interleaved({"full": full, "cached": cached}, repeats=repeats, warmup=2, device=device)
-    full_s, cached_s = t["full"]["median"], t["cached"]["median"]
+    full_s, cached_s = t["full"].median, t["cached"].median
     return {"full_ms": 1e3 * full_s, "cached_ms": 1e3 * cached_s, "speedup": full_s / cached_s,
             "prompt_tokens": len(prompt_ids), "prefix_tokens": len(prefix_ids)}
