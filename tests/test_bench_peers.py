@@ -151,3 +151,38 @@ def test_torchao_int4_reference_agrees_with_ours_within_a_step(tiny_model):
     assert (a - fp32).abs().max() < 0.08 * spread and (b - fp32).abs().max() < 0.08 * spread
     assert (a - b).abs().max() < 0.08 * spread
     assert not torch.equal(b, fp32)  # the reference really quantized the blocks
+
+
+def test_stacks_alternate_and_keep_the_run_of_median_makespan(monkeypatch):
+    """measure_stacks: order reversed every round, fresh engine each run, the run of median makespan kept."""
+    from lifecycle.engine import StackConfig
+    from lifecycle.measure import serving
+
+    class FakeEngine:
+        def __init__(self, model, config, draft=None, prefixes=()):
+            self.model, self.config = model, config
+
+    class FakeResult:
+        def __init__(self, name: str, makespan: float):
+            self.name, self.makespan = name, makespan
+
+        def summary(self) -> dict:
+            return {"makespan_s": self.makespan}
+
+    configs = {"a": StackConfig(), "b": StackConfig(response_cache=True)}
+    order, makespans = [], {"a": iter([3.0, 1.0, 2.0]), "b": iter([5.0, 4.0, 6.0])}
+
+    def fake_simulate(engine, tok, load):
+        name = next(k for k, c in configs.items() if c is engine.config)
+        order.append(name)
+        return FakeResult(name, next(makespans[name]))
+
+    class Tok:
+        def encode(self, text):
+            return [0]
+
+    monkeypatch.setattr(serving, "Engine", FakeEngine)
+    monkeypatch.setattr(serving, "simulate", fake_simulate)
+    out = serving.measure_stacks(None, None, Tok(), load=[], configs=configs, repeats=3)
+    assert order == ["a", "b", "b", "a", "a", "b"]
+    assert out["a"].makespan == 2.0 and out["b"].makespan == 5.0  # the median of three runs each

@@ -31,7 +31,8 @@ CALIBRATION_GAMMA = 4  # the gamma at which the calibration run measures alpha
 MAX_GAMMA = 8  # gamma* is chosen in 1..MAX_GAMMA
 
 
-def validation_prompts(n_prompts: int = 4, device: torch.device | str = "cpu", offset: int = 1000) -> list[torch.Tensor]:
+def validation_prompts(n_prompts: int = 4, device: torch.device | str = "cpu",
+                       offset: int = 1000) -> list[torch.Tensor]:
     """Fixed prompts: slices of the validation text from `offset` on, 24 to 24 * 4^(n-1) tokens long (capped below
     the window)."""
     val = zoo.corpus().val
