@@ -37,7 +37,8 @@ def test_static_step_gives_the_logits_of_the_eager_step(tiny_model):
             static.length += 1
             assert torch.allclose(got, want, atol=1e-5)
     assert dynamic.length == static.length == 10
-    assert torch.allclose(static.k[:, :, :, :10], dynamic.k[:, :, :, :10])
+    # equal up to float rounding: with several threads a matmul may sum in another order
+    assert torch.allclose(static.k[:, :, :, :10], dynamic.k[:, :, :, :10], atol=1e-5)
 
 
 def test_generate_static_eager_equals_generate(tiny_model):
