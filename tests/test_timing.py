@@ -84,3 +84,18 @@ def test_machine_info_records_versions_and_threads():
     for name in ("transformers", "torchao"):
         assert isinstance(info[name], str) and info[name]
     assert library_version("no-such-package-for-the-course") == "not installed"
+
+
+def test_step_seconds_charges_the_smaller_of_wall_and_cpu_time_on_a_cpu(monkeypatch):
+    """A simulated server's step on a CPU is charged min(wall, CPU time): a descheduled wait costs nothing, and
+    several busy threads (CPU time above wall time) are charged the wall time. Fake clocks, no real timing."""
+    import lifecycle.measure.timing as timing
+
+    def run(wall_s, cpu_s):
+        clocks = {"wall": iter([0.0, wall_s]), "cpu": iter([0.0, cpu_s])}
+        monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clocks["wall"]))
+        monkeypatch.setattr(timing.time, "process_time", lambda: next(clocks["cpu"]))
+        return timing.step_seconds(lambda: "out", "cpu")
+
+    assert run(0.050, 0.001) == (0.001, "out")  # mostly descheduled: only the CPU time counts
+    assert run(0.010, 0.019) == (0.010, "out")  # two threads busy: the wall time counts

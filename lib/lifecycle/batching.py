@@ -33,7 +33,6 @@ with a ValueError (a server would truncate the prompt or cap the output; `genera
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -41,7 +40,7 @@ import torch
 
 from .checks import is_int, require_int, require_number
 from .generate import GREEDY, Sampling, require_sampling, sample
-from .measure.timing import synchronize
+from .measure.timing import step_seconds
 from .model import GPT, KVCache
 
 POLICIES = ("static", "continuous")
@@ -326,13 +325,8 @@ def serve(model: GPT, requests: Sequence[Request], config: ServeConfig = ServeCo
     def clocked(kind: str, rows: int, tokens: int, useful: int, fn):
         """Run fn, advance the clock by its measured (or modelled) time, log the step; return fn's result."""
         nonlocal clock
-        synchronize(device)
-        wall, cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        synchronize(device)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        # on a CPU, a step is not charged for time the process spent descheduled or paused by others
-        seconds = cost_model(kind, rows, tokens) if cost_model else min(wall, cpu) if device.type == "cpu" else wall
+        measured, out = step_seconds(fn, device)
+        seconds = cost_model(kind, rows, tokens) if cost_model else measured
         steps.append(Step(kind, clock, seconds, rows, rows * tokens, useful))
         clock += seconds
         return out

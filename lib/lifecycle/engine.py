@@ -44,7 +44,6 @@ References: Yu et al. 2022 "Orca" (OSDI); Kwon et al. 2023 "vLLM" (SOSP).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -55,7 +54,7 @@ from .caching import PrefixCache, ResponseCache, fingerprint, response_key
 from .checks import is_int, require_bool, require_int
 from .generate import GREEDY, Sampling, as_sampling, decode_one_token, prefill, require_sampling, sample
 from .measure.requests import percentiles
-from .measure.timing import synchronize
+from .measure.timing import step_seconds
 from .model import GPT, KVCache
 from .quantize import QuantConfig, quantize_model
 from .speculative import SpeculativeDecoder
@@ -405,17 +404,6 @@ def summarize(records: Sequence[Record], cached: Sequence[bool] | None = None) -
                          ("tpot", tpot or [0.0])):
         out |= {f"{name}_{k}_s": v for k, v in percentiles(values, (50, 95)).items()}
     return out
-
-
-def step_seconds(fn, device: torch.device) -> tuple[float, object]:
-    """(seconds, fn()): wall time on a GPU; on a CPU min(wall, CPU time of this process), as `batching.serve`
-    charges a step (a descheduled process is not charged; with several threads busy, CPU time exceeds wall time)."""
-    synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    synchronize(device)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return (min(wall, cpu) if device.type == "cpu" else wall), out
 
 
 def simulate(engine: Engine, tokenizer, requests: Sequence[StreamRequest]) -> RunResult:

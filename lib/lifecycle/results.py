@@ -63,17 +63,8 @@ def machine() -> str:
 def entries(path: Path | None = None) -> dict[str, dict]:
     """Every entry in the ledger ({} when there is none yet)."""
     path = path or ledger_path()
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object of key -> {value: a finite number, ...}")
-    except (ValueError, OSError) as e:
-        aside = _set_aside(path)
-        warnings.warn(f"the results ledger {path} was unreadable ({e}); {aside} and an empty ledger is used. "
-                      "Re-run the lessons whose measurements you want back.", stacklevel=2)
-        return {}
+    data = _read_json(path, what="the results ledger ", shape=" of key -> {value: a finite number, ...}",
+                      then=" and an empty ledger is used. Re-run the lessons whose measurements you want back.")
     good = {k: v for k, v in data.items() if isinstance(v, dict) and _is_number(v.get("value"))}
     if len(good) < len(data):
         bad = {k: v for k, v in data.items() if k not in good}
@@ -220,16 +211,18 @@ def claims(path: Path | None = None) -> list[dict]:
     return [{"id": k} | v for k, v in sorted(rows.items(), key=lambda kv: (kv[1].get("lesson", ""), kv[0]))]
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, *, what: str = "", shape: str = "", then: str = ", starting empty") -> dict:
+    """The JSON object in `path` ({} when there is none). An unreadable file is set aside (renamed, not deleted)
+    with a warning that names it: "{what}{path} was unreadable (...); <where it went>{then}"."""
     if not path.exists():
         return {}
     try:
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+            raise ValueError(f"not a JSON object{shape}")
         return data
     except (ValueError, OSError) as e:
-        warnings.warn(f"{path} was unreadable ({e}); {_set_aside(path)}, starting empty", stacklevel=3)
+        warnings.warn(f"{what}{path} was unreadable ({e}); {_set_aside(path)}{then}", stacklevel=3)
         return {}
 
 

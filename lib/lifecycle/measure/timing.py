@@ -62,6 +62,19 @@ class Timing:
                 "all": list(self.all)}
 
 
+def step_seconds(fn: Callable[[], object], device: torch.device | str = "cpu") -> tuple[float, object]:
+    """(seconds, fn()) for one step of a simulated server: wall time on a GPU; on a CPU min(wall time, this
+    process's CPU time), so a step is not charged for time the process spent descheduled or paused by other
+    programs (with several threads busy, CPU time exceeds wall time and wall time counts)."""
+    device = torch.device(device)
+    synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    synchronize(device)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return (min(wall, cpu) if device.type == "cpu" else wall), out
+
+
 def round_order(names: list[str], round_index: int) -> list[str]:
     """The order of round `round_index` (0-based): as given on even rounds, reversed on odd ones (A B, B A, ...)."""
     return list(names) if round_index % 2 == 0 else list(reversed(names))
