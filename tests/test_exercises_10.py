@@ -1,6 +1,5 @@
 """Lesson 10's code exercises: the reference solutions pass, blanks are "not attempted", plausible mistakes raise,
 and the notebook defines each function and calls its check."""
-import importlib.util
 from pathlib import Path
 
 import nbformat
@@ -9,21 +8,15 @@ import pytest
 
 from lifecycle.exercises import ExerciseError
 from lifecycle.exercises.lesson10 import EXERCISES, check_max_batch, check_serving_summary
+from test_exercises_01_05 import solution
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "10_serve_millions.ipynb"
 
 
-def solutions():
-    spec = importlib.util.spec_from_file_location("solutions_10", ROOT / "notebooks" / "solutions" / "lesson10.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("name", sorted(EXERCISES))
 def test_reference_solution_passes(name):
-    assert EXERCISES[name](getattr(solutions(), name)) is True
+    assert EXERCISES[name](getattr(solution("10"), name)) is True
 
 
 @pytest.mark.parametrize("name", sorted(EXERCISES))
